@@ -1,0 +1,101 @@
+"""`baseline`: the DANN paper's digit classifier trained on one domain or both, no adaptation.
+
+`train_on = source` is the lower bound adaptation methods must beat, `target` (with target
+labels) the upper bound, `both` the two domains' labels pooled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from runner import Method, hookimpl, option
+
+
+@dataclass
+class BaselineConfig:
+    train_on: Literal["source", "target", "both"] = option("source", "domain(s) whose labels train the classifier")
+    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
+    batch_norm: bool = option(True, "batch norm after each layer (false: the paper's exact layers)")
+    optimizer: Literal["adam", "sgd"] = option("adam", "adam, or sgd with momentum 0.9")
+    lr: float = option(1e-3, "learning rate")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
+
+
+class Baseline(Method):
+    name = "baseline"
+    kind = "adapt"
+    description = "source-only / target-only / pooled classifier: the bounds for adaptation"
+    Config = BaselineConfig
+
+    def train_domains(self) -> dict[str, bool]:
+        roles = ("source", "target") if self.config.train_on == "both" else (self.config.train_on,)
+        return dict.fromkeys(roles, True)
+
+    def setup(self, ctx: Any) -> None:
+        import torch
+        from torch import nn
+
+        from plugins.methods import nets
+
+        c = self.config
+        src = ctx.domains["source"]
+        channels, size = src.train.images.shape[1], src.train.images.shape[-1]
+        arch = nets.pick_arch(c.arch, size)
+        feats = nets.features(arch, channels, c.batch_norm)
+        head = nets.label_head(arch, nets.feature_size(feats, channels, size), len(src.classes), c.batch_norm)
+        self.net = ctx.prepare(nn.Sequential(feats, head))
+        if c.optimizer == "adam":
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+        if c.lr_decay:
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=ctx.total_steps)
+        self.loss = nn.CrossEntropyLoss()
+
+    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+        import torch
+
+        self.net.train()
+        x = torch.cat([b.x for b in batch.values()])
+        y = torch.cat([b.y for b in batch.values()])
+        with ctx.autocast():
+            logits = self.net(x)
+            loss = self.loss(logits.float(), y)
+        ctx.optimize(loss, self.opt)
+        if self.config.lr_decay:
+            self.sched.step()
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+
+    def evaluate(self, ctx: Any) -> dict[str, float]:
+        from runner.metrics import accuracy_metrics, confusion, predict
+
+        self.net.eval()
+        out: dict[str, float] = {}
+        for role in ("target", "source"):
+            dom = ctx.domains[role]
+            cm = confusion(predict(self.net, dom.test, ctx), dom.test.labels, len(dom.classes))
+            ctx.extras[f"{role}_confusion"] = cm
+            out.update(accuracy_metrics(cm, role))
+        return out
+
+    def figures(self, ctx: Any) -> dict[str, Any]:
+        from runner.viz import confusion_figure
+
+        out = {}
+        for role in ("target", "source"):
+            dom = ctx.domains[role]
+            title = f"{role} test: {dom.name} (trained on {self.config.train_on})"
+            out[f"confusion_{role}.png"] = confusion_figure(ctx.extras[f"{role}_confusion"].numpy(), dom.classes, title)
+        return out
+
+    def inference_model(self) -> Any:
+        from plugins.methods.nets import FromUnitRange
+
+        return FromUnitRange(self.net).eval()
+
+
+@hookimpl
+def hw3_register_methods(register: Any) -> None:
+    register(Baseline)

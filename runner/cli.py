@@ -1,0 +1,166 @@
+"""The `hw3` command: a thin typer layer. It parses, calls the core, and turns every domain
+error into one line on stderr with exit code 1 (130 for an interrupted run)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from runner.errors import Hw3Error
+
+app = typer.Typer(
+    name="hw3",
+    help="Run GANs and unsupervised domain adaptation on small image benchmarks, tracked in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Hw3Error as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=getattr(exc, "exit_code", 1)) from None
+
+    return wrapper
+
+
+@app.command("list")
+@one_line_errors
+def list_() -> None:
+    """Methods, datasets, named pairs and presets, and which package brings each."""
+    from runner.config import load_registry
+    from runner.plugins import get_manager
+    from runner.tables import datasets_table, methods_table, pairs_table, presets_table
+
+    manager, registry = get_manager(), load_registry()
+    for table in (methods_table(manager), datasets_table(manager), pairs_table(registry), presets_table(registry)):
+        console.print(table)
+
+
+@app.command()
+@one_line_errors
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Installed plugins: package, version, hooks, and any error that kept one from loading."""
+    import dataclasses
+
+    from runner.plugins import get_manager
+    from runner.tables import plugins_table
+
+    manager = get_manager()
+    if as_json:
+        manager.methods(), manager.datasets()
+        typer.echo(json.dumps([dataclasses.asdict(i) for i in manager.infos.values()], indent=2))
+    else:
+        console.print(plugins_table(manager))
+
+
+@app.command()
+@one_line_errors
+def show(
+    method: Annotated[str, typer.Argument(help="A method name from `hw3 list`.")],
+    pair: Annotated[str | None, typer.Option(help="Resolve for this SOURCE:TARGET pair.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Resolve for this dataset (generative methods).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Apply this preset.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override; repeatable.")] = None,
+) -> None:
+    """A method's config keys: type, resolved value, where the value comes from, and what it does."""
+    from runner.config import parse_set
+    from runner.plugins import get_manager
+    from runner.run import RunRequest, plan
+    from runner.tables import config_table
+
+    manager = get_manager()
+    req = RunRequest(method, pair=pair, dataset=dataset, preset=preset, overrides=parse_set(set_ or []))
+    resolved = plan(req, manager)
+    cls = manager.method(method)
+    reg = manager.methods()[method]
+    console.print(f"[bold]{method}[/] ({cls.kind}, from {reg.package}): {cls.description}")
+    console.print(f"on {resolved.pair or resolved.dataset}")
+    console.print(config_table(cls, resolved))
+
+
+@app.command()
+@one_line_errors
+def run(
+    method: Annotated[str, typer.Argument(help="Method to run, such as baseline (see `hw3 list`).")],
+    pair: Annotated[str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation [default: mnist:mnistm].")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods [default: mnist].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: auto].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs (shorthand for --set epochs=N).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (shorthand for --set seed=N).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE config override; repeatable (`hw3 show METHOD` lists keys).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="A named preset from registry.toml (`hw3 list`).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment [default: hw3-SOURCE-TARGET or hw3-DATASET].")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name [default: METHOD-PAIR-seedN].")] = None,
+    data_root: Annotated[
+        str | None, typer.Option(help="Folder holding dataset files [default: $HW3_DATA_ROOT or ~/.cache/hw3].")
+    ] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the MLflow run with this ID from its checkpoint.")] = None,
+) -> None:
+    """Train and evaluate METHOD, logging params, curves, figures and the model to MLflow.
+
+    Examples:
+
+      hw3 run baseline                                  # embedded mnist:mnistm, source only
+
+      hw3 run baseline --set train_on=target            # the target-only upper bound
+
+      hw3 run baseline --pair mnist:mnistm --epochs 3 --device cuda
+    """
+    from runner.config import parse_set
+    from runner.progress import fmt_metrics
+    from runner.run import RunRequest, execute
+
+    overrides = parse_set(set_ or [])
+    overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
+    req = RunRequest(method, pair, dataset, preset, overrides, experiment, run_name, data_root, resume)
+    try:
+        result = execute(req, console)
+    except Hw3Error as exc:
+        if type(exc).__name__ == "RunInterrupted":
+            err_console.print(f"[yellow]{exc}[/]; the run is marked KILLED. Resume it with: hw3 run {method} --resume <RUN_ID>")
+        raise
+    from runner.plugins import get_manager
+
+    primary = get_manager().method(method).primary_metric
+    value = result.metrics.get(primary)
+    headline = f"{value:.2%}" if value is not None and primary.endswith("acc") else f"{value}"
+    console.print(f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs")
+    console.print(fmt_metrics(result.metrics), highlight=False)
+    console.print(f"run {result.run_id} in experiment {result.experiment} ({result.status})", highlight=False)
+    console.print(f"tracking {result.tracking_uri}; checkpoint {result.checkpoint}", highlight=False)
+    if result.tracking_uri.startswith("sqlite:"):
+        console.print(f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)",
+                      highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point: load plugins, add their commands, run."""
+    from runner.plugins import get_manager, warn_problems
+
+    try:
+        manager = get_manager()
+        manager.add_commands(app)
+        if sys.argv[1:2] != ["plugins"]:
+            warn_problems(manager)
+    except Hw3Error as exc:  # HW3_STRICT_PLUGINS=1 turns load warnings into this
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    app()

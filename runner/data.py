@@ -1,0 +1,213 @@
+"""Dataset specs, the decoded-tensor cache, and the batch streams the engine draws from.
+
+Every dataset ends up as uint8 tensors (N, C, H, W) and int64 labels, decoded once and cached by
+a fingerprint of its source files and settings. Epochs then index tensors instead of opening
+image files, which is where most of a small-image training loop's time usually goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+CACHE_FORMAT = "1"  # bump when the cached layout changes, so old entries are rebuilt
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, n: int, seed: int = 0) -> Split:
+        """The same `n` images for every run seed: a fixed shuffle, then the first `n`."""
+        import torch
+
+        if n <= 0 or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return Split(self.images[idx], self.labels[idx])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """Where dataset files are looked for (`root`) and where decoded tensors are cached."""
+
+    root: Path
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset a plugin contributes with `hw3_register_datasets`.
+
+    `build` reads the source files (or embedded data) and returns {"train": Split, "test": Split};
+    `fingerprint` names those files and settings so the cache knows when to rebuild.
+    """
+
+    name: str
+    description: str
+    channels: int
+    size: int
+    classes: tuple[str, ...]
+    build: Callable[[DataContext], dict[str, Split]]
+    fingerprint: Callable[[DataContext], str]
+    domain: str = "digits"
+    offline: Callable[[DataContext], bool] = field(default=lambda ctx: True)
+    origin: Callable[[DataContext], str] = field(default=lambda ctx: "")
+
+
+def check_dataset_spec(obj: Any) -> str:
+    """Why `obj` can't be registered as a dataset, or '' when it can."""
+    if not isinstance(obj, DatasetSpec):
+        return f"register() got {obj!r}, which is not a runner.DatasetSpec"
+    if not obj.name or ":" in obj.name:
+        return f"dataset name {obj.name!r} must be non-empty and have no ':' (':' separates pairs)"
+    if obj.channels not in (1, 3):
+        return f"dataset '{obj.name}' has {obj.channels} channels; use 1 or 3"
+    return ""
+
+
+def data_context(root: str | os.PathLike[str] | None = None) -> DataContext:
+    """--data-root, then HW3_DATA_ROOT, then ~/.cache/hw3; the cache defaults to <that>/cache."""
+    base = Path(root or os.environ.get("HW3_DATA_ROOT") or Path.home() / ".cache" / "hw3")
+    cache = Path(os.environ.get("HW3_CACHE_DIR") or Path.home() / ".cache" / "hw3" / "cache")
+    return DataContext(root=base.expanduser(), cache_dir=cache.expanduser())
+
+
+_memo: dict[Path, dict[str, Split]] = {}
+
+
+def load_dataset(spec: DatasetSpec, ctx: DataContext) -> dict[str, Split]:
+    """The decoded splits of `spec`, from the cache when its fingerprint still matches."""
+    import torch
+
+    key = hashlib.sha256(f"{CACHE_FORMAT}|{spec.name}|{spec.fingerprint(ctx)}".encode()).hexdigest()[:16]
+    path = ctx.cache_dir / f"{spec.name}-{key}.pt"
+    if path in _memo:
+        return _memo[path]
+    splits: dict[str, Split] | None = None
+    if path.exists():
+        try:
+            raw = torch.load(path, weights_only=True)
+            splits = {name: Split(s["images"], s["labels"]) for name, s in raw.items()}
+        except Exception:  # a cache entry from an older torch or a damaged disk: rebuild it
+            splits = None
+    if splits is None:
+        splits = spec.build(ctx)
+        _check_splits(spec, splits)
+        raw = {name: {"images": s.images, "labels": s.labels} for name, s in splits.items()}
+        atomic_save(raw, path)
+    _memo[path] = splits
+    return splits
+
+
+def _check_splits(spec: DatasetSpec, splits: dict[str, Split]) -> None:
+    import torch
+
+    for name, s in splits.items():
+        if len(s) == 0:
+            raise DataError(f"dataset '{spec.name}': split '{name}' is empty")
+        if s.images.dtype != torch.uint8 or s.images.ndim != 4:
+            raise DataError(f"dataset '{spec.name}': split '{name}' must be uint8 (N, C, H, W)")
+        if s.images.shape[0] != s.labels.shape[0]:
+            raise DataError(f"dataset '{spec.name}': split '{name}' has unequal images and labels")
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves half a file."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def conform(split: Split, channels: int, size: int) -> Split:
+    """Bring a split to a common channel count and square size, staying uint8."""
+    import torch
+    import torch.nn.functional as F
+
+    x = split.images
+    if x.shape[1] != channels:
+        if channels == 3:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+        else:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return Split(x, split.labels)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the input range of every built-in network."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+class BatchStream:
+    """Endless shuffled batches of one split, whose position checkpoints exactly.
+
+    The permutation comes from its own CPU generator, so resuming from a checkpoint draws the
+    same batches an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int, labels: bool, channels_last: bool = False):
+        import torch
+
+        if len(split) < batch_size:
+            raise DataError(f"a training split has {len(split)} images, fewer than batch_size={batch_size}; "
+                            "lower it with --set batch_size=N")
+        self.split, self.batch_size, self.labels = split, batch_size, labels
+        self.channels_last = channels_last
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        import torch
+
+        n = len(self.split)
+        if self.perm is None or self.pos + self.batch_size > n:  # drop the ragged tail, as drop_last
+            self.perm = torch.randperm(n, generator=self.generator)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size].to(self.split.images.device)
+        self.pos += self.batch_size
+        x = to_unit_range(self.split.images[idx])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (self.split.labels[idx] if self.labels else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm, self.pos = state["perm"], state["pos"]
+
+
+def batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The split in order, for evaluation."""
+    for i in range(0, len(split), batch_size):
+        yield to_unit_range(split.images[i : i + batch_size]), split.labels[i : i + batch_size]

@@ -1,0 +1,103 @@
+"""The `Method` base class: what one training step does, never the loop around it."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+
+    from runner.engine import Batch, RunContext
+
+KINDS = ("adapt", "generate")
+
+
+def option(default: Any, help: str) -> Any:
+    """A config field with its one-line doc, shown by `hw3 show METHOD`."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """A method without settings of its own."""
+
+
+class Method(ABC):
+    """Subclass this, set `name`, `kind` and `Config`, and register it with `hw3_register_methods`.
+
+    The engine owns the loop: it calls `setup` once, `train_step` for every batch, `evaluate`
+    after every epoch and `figures` at the end. Modules and optimizers stored as attributes are
+    checkpointed and restored automatically (override `state_dict` for anything else).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "adapt"
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+    primary_metric: ClassVar[str] = "target_acc"  # the figure `hw3 run` ends with
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def train_domains(self) -> dict[str, bool]:
+        """Domains a training batch draws from, each mapped to whether its labels are used.
+
+        Adaptation methods must not see target labels: `batch["target"].y` is None unless this
+        says True (as only the target-only baseline does).
+        """
+        return {"source": True, "target": False} if self.kind == "adapt" else {"data": True}
+
+    @abstractmethod
+    def setup(self, ctx: RunContext) -> None:
+        """Build networks and optimizers on `ctx.device`."""
+
+    @abstractmethod
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
+        """One optimisation step; returns the losses and figures of merit to log."""
+
+    def evaluate(self, ctx: RunContext) -> dict[str, float]:
+        """Metrics after an epoch, such as `target_acc`."""
+        return {}
+
+    def figures(self, ctx: RunContext) -> dict[str, Figure]:
+        """Figures at the end of a run, keyed by file name (logged under `figures/`)."""
+        return {}
+
+    def inference_model(self) -> torch.nn.Module | None:
+        """The trained network to log as an MLflow model, taking images scaled to [0, 1]."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            k: v.state_dict()
+            for k, v in vars(self).items()
+            if isinstance(v, (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            getattr(self, key).load_state_dict(value)
+
+
+def check_method_class(obj: Any) -> str:
+    """Why `obj` can't be registered as a method, or '' when it can."""
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        return f"register() got {obj!r}, which is not a subclass of runner.Method"
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name or ":" in name:
+        return f"method class {obj.__name__} needs a `name` (a non-empty string without ':')"
+    if obj.kind not in KINDS:
+        return f"method '{name}' has kind {obj.kind!r}; use one of {', '.join(KINDS)}"
+    if not dataclasses.is_dataclass(obj.Config):
+        return f"method '{name}': Config must be a dataclass"
+    from runner.config import RunSettings
+
+    clash = {f.name for f in dataclasses.fields(obj.Config)} & {f.name for f in dataclasses.fields(RunSettings)}
+    if clash:
+        return f"method '{name}': Config redefines run settings {sorted(clash)}; set their defaults in registry.toml"
+    return ""

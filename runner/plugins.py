@@ -1,0 +1,314 @@
+"""The plugin manager: built-ins first, then third-party entry points of group "hw3", one at a time.
+
+Everything a plugin contributes is collected per plugin, so an error (an import that fails, a
+misspelt hook, a duplicate name, a register hook that raises) is pinned on that plugin and its
+package, shown by `hw3 plugins`, and never stops the rest from working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from runner import hookspecs
+from runner.errors import Hw3Error
+
+ENTRY_POINT_GROUP = "hw3"
+BUILTIN_PACKAGE = "hw3"
+# Used only when hw3 runs from a source tree without installed metadata (no entry points).
+BUILTIN_MODULES = {
+    "baseline": "plugins.methods.baseline",
+    "mnist": "plugins.datasets.mnist",
+    "mnistm": "plugins.datasets.mnistm",
+}
+HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("hw3_"))
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin, as `hw3 plugins` lists it."""
+
+    name: str
+    package: str
+    version: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A method class or dataset spec and the plugin that brought it."""
+
+    obj: Any
+    plugin: str
+    package: str
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def choices_hint(word: str, choices: list[str]) -> str:
+    return f"{did_you_mean(word, choices)}; choose from: {', '.join(sorted(choices)) or '(none)'}"
+
+
+class PluginManager:
+    """A typed face over pluggy: one method per hook, errors attributed to plugins."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("hw3")
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self._methods: dict[str, Registered] | None = None
+        self._datasets: dict[str, Registered] | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        wanted = _load_filter()
+        builtins, third = [], []
+        seen: set[tuple[str, str]] = set()
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if (ep.name, ep.value) in seen:  # editable installs can list a dist twice
+                continue
+            seen.add((ep.name, ep.value))
+            dist = getattr(ep, "dist", None)
+            package = dist.name if dist is not None else "?"
+            version = dist.version if dist is not None else "?"
+            if _norm(package) == BUILTIN_PACKAGE:
+                builtins.append((ep, package, version))
+            elif wanted is None or ep.name in wanted or _norm(package) in wanted:
+                third.append((ep, package, version))
+        if not builtins:
+            for name, module in BUILTIN_MODULES.items():
+                self._load(name, BUILTIN_PACKAGE, _own_version(), True, lambda m=module: importlib.import_module(m))
+        for ep, package, version in builtins:
+            self._load(ep.name, package, version, True, ep.load)
+        for ep, package, version in sorted(third, key=lambda t: (_norm(t[1]), t[0].name)):
+            self._load(ep.name, package, version, False, ep.load)
+
+    def _load(self, name: str, package: str, version: str, builtin: bool, load: Callable[[], Any]) -> None:
+        try:
+            plugin = load()
+        except Exception as exc:  # a broken plugin must not take the rest down
+            self._record(PluginInfo(name, package, version, builtin, errors=[f"import failed: {_exc_line(exc)}"]))
+            return
+        self.register(plugin, name=name, package=package, version=version, builtin=builtin)
+
+    def register(
+        self,
+        plugin: Any,
+        name: str,
+        package: str = "(registered in process)",
+        version: str = "",
+        builtin: bool = False,
+    ) -> PluginInfo:
+        """Register a plugin object or module; errors are recorded on its `PluginInfo`."""
+        info = PluginInfo(name, package, version, builtin)
+        unknown = [
+            attr
+            for attr in dir(plugin)
+            if attr.startswith("hw3_") and attr not in HOOK_NAMES and callable(getattr(plugin, attr))
+        ]
+        if name in self.infos and not self.infos[name].errors:
+            info.errors.append(f"a plugin named '{name}' is already loaded from {self.infos[name].package}")
+        elif unknown:
+            info.errors += [
+                f"unknown hook '{u}'{did_you_mean(u, HOOK_NAMES)}; hooks are: {', '.join(HOOK_NAMES)}"
+                for u in unknown
+            ]
+        else:
+            try:
+                self.pm.register(plugin, name=name)
+            except Exception as exc:  # pluggy rejects a hook whose arguments don't match its spec
+                info.errors.append(f"rejected by pluggy: {_exc_line(exc)}")
+            else:
+                info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        self._record(info)
+        self._methods = self._datasets = None
+        return info
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.infos.pop(name, None)
+        self._methods = self._datasets = None
+
+    def _record(self, info: PluginInfo) -> None:
+        self.infos[info.name] = info
+        if info.errors and os.environ.get("HW3_STRICT_PLUGINS") == "1":
+            raise Hw3Error(f"plugin '{info.name}' ({info.package}): {info.errors[0]} [HW3_STRICT_PLUGINS=1]")
+
+    # -- registration hooks ------------------------------------------------------------------
+    def _collect(self, hook: str, kind: str, check: Callable[[Any], str]) -> dict[str, Registered]:
+        found: dict[str, Registered] = {}
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():  # registration order
+            info = self.infos.get(impl.plugin_name)
+            package = info.package if info else "?"
+
+            def register(obj: Any, _plugin: str = impl.plugin_name, _package: str = package) -> None:
+                problem = check(obj)
+                if problem:
+                    raise _RegisterRejected(problem)
+                if obj.name in found:
+                    other = found[obj.name]
+                    raise _RegisterRejected(
+                        f"{kind} '{obj.name}' is already registered by {other.package} "
+                        f"(plugin '{other.plugin}'); uninstall one of them or rename this one"
+                    )
+                found[obj.name] = Registered(obj, _plugin, _package)
+
+            try:
+                impl.function(register=register)
+            except _RegisterRejected as exc:
+                self._error(impl.plugin_name, str(exc))
+            except Exception as exc:
+                self._error(impl.plugin_name, f"{hook} raised {_exc_line(exc)}")
+        return found
+
+    def _error(self, plugin: str, message: str) -> None:
+        info = self.infos.setdefault(plugin, PluginInfo(plugin, "?", "", False))
+        if message not in info.errors:
+            info.errors.append(message)
+        if os.environ.get("HW3_STRICT_PLUGINS") == "1":
+            raise Hw3Error(f"plugin '{plugin}' ({info.package}): {message} [HW3_STRICT_PLUGINS=1]")
+
+    def methods(self) -> dict[str, Registered]:
+        if self._methods is None:
+            from runner.method import check_method_class
+
+            self._methods = self._collect("hw3_register_methods", "method", check_method_class)
+        return self._methods
+
+    def datasets(self) -> dict[str, Registered]:
+        if self._datasets is None:
+            from runner.data import check_dataset_spec
+
+            self._datasets = self._collect("hw3_register_datasets", "dataset", check_dataset_spec)
+        return self._datasets
+
+    def method(self, name: str) -> type:
+        methods = self.methods()
+        if name not in methods:
+            raise Hw3Error(f"unknown method '{name}'{choices_hint(name, list(methods))}")
+        return methods[name].obj
+
+    def dataset(self, name: str) -> Any:
+        datasets = self.datasets()
+        if name not in datasets:
+            raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
+        return datasets[name].obj
+
+    def add_commands(self, app: Any) -> None:
+        for impl in self.pm.hook.hw3_register_commands.get_hookimpls():
+            try:
+                impl.function(app=app)
+            except Exception as exc:
+                self._error(impl.plugin_name, f"hw3_register_commands raised {_exc_line(exc)}")
+
+    # -- lifecycle hooks: an exception here stops the run and names the plugin ---------------
+    def run_start(self, run: Any) -> None:
+        self._call_each("hw3_run_start", run=run)
+
+    def epoch_end(self, run: Any, epoch: int, metrics: dict[str, float]) -> None:
+        self._call_each("hw3_epoch_end", run=run, epoch=epoch, metrics=metrics)
+
+    def run_end(self, run: Any, status: str, metrics: dict[str, float]) -> None:
+        self._call_each("hw3_run_end", run=run, status=status, metrics=metrics)
+
+    def _call_each(self, hook: str, **kwargs: Any) -> None:
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(**kwargs)
+            except (KeyboardInterrupt, Hw3Error):
+                raise
+            except Exception as exc:
+                info = self.infos.get(impl.plugin_name)
+                package = info.package if info else "?"
+                raise PluginHookError(
+                    f"plugin '{impl.plugin_name}' ({package}) raised in {hook}: {_exc_line(exc)}",
+                    traceback.format_exc(),
+                ) from exc
+
+    def problems(self) -> list[str]:
+        """One line per plugin error, for warnings on stderr."""
+        self.methods(), self.datasets()
+        return [f"plugin '{i.name}' ({i.package}): {e}" for i in self.infos.values() for e in i.errors]
+
+
+class PluginHookError(Hw3Error):
+    def __init__(self, message: str, tb: str) -> None:
+        super().__init__(message)
+        self.traceback = tb
+
+
+class _RegisterRejected(Exception):
+    pass
+
+
+def _exc_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def _own_version() -> str:
+    from runner import __version__
+
+    return __version__
+
+
+def _load_filter() -> set[str] | None:
+    """HW3_LOAD_PLUGINS="a,b" loads only those third-party plugins; "" loads none."""
+    raw = os.environ.get("HW3_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {_norm(p.strip()) for p in raw.split(",") if p.strip()} | {p.strip() for p in raw.split(",")}
+
+
+_manager: PluginManager | None = None
+
+
+def get_manager() -> PluginManager:
+    """The process-wide manager, loaded on first use."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+        _manager.load_entry_points()
+    return _manager
+
+
+def reset_manager() -> None:
+    global _manager
+    _manager = None
+
+
+@contextmanager
+def registered(plugin: Any, name: str = "test-plugin") -> Iterator[PluginInfo]:
+    """Register `plugin` on the process-wide manager for the length of a `with` block."""
+    manager = get_manager()
+    info = manager.register(plugin, name=name)
+    try:
+        yield info
+    finally:
+        manager.unregister(name)
+
+
+def warn_problems(manager: PluginManager | None = None) -> None:
+    for line in (manager or get_manager()).problems():
+        print(f"warning: {line}", file=sys.stderr)

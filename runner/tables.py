@@ -1,0 +1,80 @@
+"""Rich tables for `hw3 list`, `hw3 plugins` and `hw3 show`."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from runner import PLUGIN_API_VERSION, __version__
+from runner.config import Registry, ResolvedConfig, config_fields, type_name
+from runner.data import data_context
+from runner.plugins import PluginManager
+
+
+def methods_table(manager: PluginManager) -> Table:
+    t = Table(title="methods", title_justify="left")
+    for col in ("name", "kind", "package", "description"):
+        t.add_column(col)
+    for name, reg in sorted(manager.methods().items()):
+        t.add_row(f"[bold]{name}", reg.obj.kind, reg.package, reg.obj.description)
+    return t
+
+
+def datasets_table(manager: PluginManager) -> Table:
+    t = Table(title="datasets", title_justify="left")
+    for col in ("name", "domain", "classes", "channels", "size", "offline", "source", "package"):
+        t.add_column(col)
+    ctx = data_context()
+    for name, reg in sorted(manager.datasets().items()):
+        spec = reg.obj
+        try:
+            offline = "yes" if spec.offline(ctx) else "[yellow]needs files"
+            origin = spec.origin(ctx)
+        except Exception as exc:  # a listing must survive one broken dataset
+            offline, origin = "[red]error", str(exc)
+        t.add_row(f"[bold]{name}", spec.domain, str(len(spec.classes)), str(spec.channels),
+                  f"{spec.size}x{spec.size}", offline, origin, reg.package)
+    return t
+
+
+def pairs_table(registry: Registry) -> Table:
+    t = Table(title="named pairs (--pair SOURCE:TARGET)", title_justify="left")
+    t.add_column("pair")
+    t.add_column("description")
+    for name, table in registry.pairs.items():
+        default = " [dim](default)" if name == registry.default_pair else ""
+        t.add_row(f"[bold]{name}{default}", table.get("description", ""))
+    return t
+
+
+def presets_table(registry: Registry) -> Table:
+    t = Table(title="presets (--preset NAME)", title_justify="left")
+    for col in ("preset", "description", "settings"):
+        t.add_column(col)
+    for name, table in registry.presets.items():
+        settings = ", ".join(f"{k}={v}" for k, v in table.items() if k != "description")
+        t.add_row(f"[bold]{name}", table.get("description", ""), settings)
+    return t
+
+
+def plugins_table(manager: PluginManager) -> Table:
+    manager.methods(), manager.datasets()  # collect registration errors too
+    t = Table(title=f"plugins (hw3 {__version__}, plugin API {PLUGIN_API_VERSION})", title_justify="left")
+    for col in ("name", "package", "version", "hooks", "error"):
+        t.add_column(col)
+    for info in manager.infos.values():
+        pkg = info.package + (" [dim](built-in)" if info.builtin else "")
+        t.add_row(info.name, pkg, info.version, "\n".join(info.hooks), "[red]" + "\n".join(info.errors))
+    return t
+
+
+def config_table(method_cls: type, resolved: ResolvedConfig) -> Table:
+    t = Table(title=f"{method_cls.name}: config keys (--set KEY=VALUE)", title_justify="left")
+    for col in ("key", "type", "value", "from", "help"):
+        t.add_column(col)
+    values = resolved.flat()
+    for key, (typ, field, section) in config_fields(method_cls).items():
+        style = "bold" if section == "method" else ""
+        t.add_row(f"[{style}]{key}" if style else key, type_name(typ), repr(values[key]),
+                  resolved.origins.get(key, ""), field.metadata.get("help", ""))
+    return t
+

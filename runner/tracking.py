@@ -1,0 +1,180 @@
+"""MLflow tracking: one run per `hw3 run`, with params, tags, step metrics, figures and the model.
+
+The default store is `sqlite:///mlflow.db` in the working folder, which `mlflow ui` opens there;
+MLFLOW_TRACKING_URI wins when it is set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import Hw3Error
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+CHECKPOINT_TAG = "hw3.checkpoint"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _quiet() -> None:
+    # MLflow's store migrations and alembic print pages of INFO lines on a new database.
+    for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """SQLite allows one writer at a time: several `hw3 run` processes retry briefly."""
+    delay = 0.2
+    for attempt in range(8):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or attempt == 7:
+                raise
+            time.sleep(delay)
+            delay *= 2
+
+
+class Tracker:
+    """A thin layer over `MlflowClient`, addressed by run ID (no global active run)."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        _quiet()
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        self.run_id = ""
+
+    def find_run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException:
+            recent = self.recent_runs()
+            hint = f"; recent runs: {', '.join(recent)}" if recent else ""
+            raise Hw3Error(f"--resume {run_id}: no such run in {self.uri}{hint}") from None
+
+    def recent_runs(self, n: int = 5) -> list[str]:
+        try:
+            exps = [e.experiment_id for e in self.client.search_experiments()]
+            runs = self.client.search_runs(exps, max_results=n, order_by=["attributes.start_time DESC"])
+        except Exception:
+            return []
+        return [f"{r.info.run_id} ({r.data.tags.get('method', '?')}, {r.info.status})" for r in runs]
+
+    def start(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            exp = _retry(self.client.get_experiment_by_name, experiment)
+            exp_id = exp.experiment_id if exp else _retry(self.client.create_experiment, experiment)
+        except MlflowException as exc:
+            if "already exists" not in str(exc):  # another process created it a moment ago
+                raise Hw3Error(f"MLflow at {self.uri}: {str(exc).splitlines()[0]}") from None
+            exp_id = self.client.get_experiment_by_name(experiment).experiment_id
+        except Exception as exc:
+            raise Hw3Error(f"cannot reach the MLflow store {self.uri}: {str(exc).splitlines()[0]}") from None
+        run = _retry(self.client.create_run, exp_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def reopen(self, run_id: str) -> None:
+        self.run_id = run_id
+        _retry(self.client.update_run, run_id, status="RUNNING")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:500]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        _retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            _retry(self.client.log_batch, self.run_id, metrics=items[i : i + 1000])
+
+    def log_dict(self, data: dict[str, Any], path: str) -> None:
+        _retry(self.client.log_text, self.run_id, json.dumps(data, indent=2, default=str), path)
+
+    def log_text(self, text: str, path: str) -> None:
+        _retry(self.client.log_text, self.run_id, text, path)
+
+    def log_figure(self, fig: Figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        _retry(self.client.log_figure, self.run_id, fig, path)
+        plt.close(fig)
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        """The trained network as an MLflow PyTorch model (`runs:/<id>/model`) that loads back."""
+        import mlflow
+        import torch
+
+        buf = io.StringIO()  # mlflow prints signature warnings; keep the terminal clean
+        with mlflow.start_run(run_id=self.run_id), _redirect(buf):
+            mlflow.pytorch.log_model(
+                model.cpu().eval(),
+                name="model",
+                input_example=example.cpu().numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+
+    def end(self, status: str) -> None:
+        _retry(self.client.set_terminated, self.run_id, status=status)
+
+    def run_url(self) -> str:
+        return f"{self.uri.rstrip('/')}/#/experiments/-/runs/{self.run_id}" if self.uri.startswith("http") else ""
+
+
+def version_tags() -> dict[str, str]:
+    import mlflow
+    import torch
+
+    from runner import __version__
+
+    return {
+        "hw3.version": __version__,
+        "torch.version": torch.__version__,
+        "mlflow.version": mlflow.__version__,
+        "python.version": platform.python_version(),
+    }
+
+
+class _redirect:
+    def __init__(self, buf: io.StringIO) -> None:
+        import contextlib
+
+        self._cms = [contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf)]
+
+    def __enter__(self) -> None:
+        for cm in self._cms:
+            cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        for cm in reversed(self._cms):
+            cm.__exit__(*exc)

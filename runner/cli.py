@@ -98,21 +98,28 @@ def show(
 @one_line_errors
 def run(
     method: Annotated[str, typer.Argument(help="Method to run, such as baseline (see `hw3 list`).")],
-    pair: Annotated[str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation [default: mnist:mnistm].")] = None,
+    pair: Annotated[
+        str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation [default: mnist:mnistm].")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods [default: mnist].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: auto].")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (shorthand for --set epochs=N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (shorthand for --set seed=N).")] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="KEY=VALUE config override; repeatable (`hw3 show METHOD` lists keys).")
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE config override; repeatable (`hw3 show METHOD` lists keys)."),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="A named preset from registry.toml (`hw3 list`).")] = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment [default: hw3-SOURCE-TARGET or hw3-DATASET].")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment [default: hw3-SOURCE-TARGET or hw3-DATASET].")
+    ] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name [default: METHOD-PAIR-seedN].")] = None,
     data_root: Annotated[
         str | None, typer.Option(help="Folder holding dataset files [default: $HW3_DATA_ROOT or ~/.cache/hw3].")
     ] = None,
-    resume: Annotated[str | None, typer.Option(help="Continue the MLflow run with this ID from its checkpoint.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the MLflow run with this ID from its checkpoint.")
+    ] = None,
 ) -> None:
     """Train and evaluate METHOD, logging params, curves, figures and the model to MLflow.
 
@@ -135,20 +142,26 @@ def run(
         result = execute(req, console)
     except Hw3Error as exc:
         if type(exc).__name__ == "RunInterrupted":
-            err_console.print(f"[yellow]{exc}[/]; the run is marked KILLED. Resume it with: hw3 run {method} --resume <RUN_ID>")
+            err_console.print(
+                f"[yellow]{exc}[/]; the run is marked KILLED. Resume it with: hw3 run {method} --resume <RUN_ID>"
+            )
         raise
     from runner.plugins import get_manager
 
     primary = get_manager().method(method).primary_metric
     value = result.metrics.get(primary)
     headline = f"{value:.2%}" if value is not None and primary.endswith("acc") else f"{value}"
-    console.print(f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs")
+    console.print(
+        f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs"
+    )
     console.print(fmt_metrics(result.metrics), highlight=False)
     console.print(f"run {result.run_id} in experiment {result.experiment} ({result.status})", highlight=False)
     console.print(f"tracking {result.tracking_uri}; checkpoint {result.checkpoint}", highlight=False)
     if result.tracking_uri.startswith("sqlite:"):
-        console.print(f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)",
-                      highlight=False)
+        console.print(
+            f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -177,8 +177,10 @@ class BatchStream:
         import torch
 
         if len(split) < batch_size:
-            raise DataError(f"a training split has {len(split)} images, fewer than batch_size={batch_size}; "
-                            "lower it with --set batch_size=N")
+            raise DataError(
+                f"a training split has {len(split)} images, fewer than batch_size={batch_size}; "
+                "lower it with --set batch_size=N"
+            )
         self.split, self.batch_size, self.labels = split, batch_size, labels
         self.channels_last = channels_last
         self.generator = torch.Generator().manual_seed(seed)

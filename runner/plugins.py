@@ -110,7 +110,7 @@ class PluginManager:
         self,
         plugin: Any,
         name: str,
-        package: str = "(registered in process)",
+        package: str = "in-process",
         version: str = "",
         builtin: bool = False,
     ) -> PluginInfo:
@@ -125,8 +125,7 @@ class PluginManager:
             info.errors.append(f"a plugin named '{name}' is already loaded from {self.infos[name].package}")
         elif unknown:
             info.errors += [
-                f"unknown hook '{u}'{did_you_mean(u, HOOK_NAMES)}; hooks are: {', '.join(HOOK_NAMES)}"
-                for u in unknown
+                f"unknown hook '{u}'{did_you_mean(u, HOOK_NAMES)}; hooks are: {', '.join(HOOK_NAMES)}" for u in unknown
             ]
         else:
             try:

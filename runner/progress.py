@@ -52,7 +52,11 @@ class Reporter:
             )
             self.progress.__enter__()
             self.task = self.progress.add_task(
-                "train", total=self.epochs * self.spe, completed=self.done, epoch=self._epoch_label(self.done), losses=""
+                "train",
+                total=self.epochs * self.spe,
+                completed=self.done,
+                epoch=self._epoch_label(self.done),
+                losses="",
             )
         return self
 
@@ -67,7 +71,10 @@ class Reporter:
         if self.progress is not None:
             if global_step % 5 == 0 or global_step % self.spe == 0:
                 self.progress.update(
-                    self.task, completed=global_step, epoch=self._epoch_label(global_step - 1), losses=fmt_metrics(losses)
+                    self.task,
+                    completed=global_step,
+                    epoch=self._epoch_label(global_step - 1),
+                    losses=fmt_metrics(losses),
                 )
         elif time.monotonic() - self.last_plain > self.PLAIN_EVERY_S:
             self.last_plain = time.monotonic()

@@ -73,16 +73,14 @@ def plan(req: RunRequest, manager: PluginManager) -> ResolvedConfig:
     )
 
 
-def load_domains(resolved: ResolvedConfig, manager: PluginManager, data_root: str | None, device: Any) -> dict[str, Any]:
+def load_domains(
+    resolved: ResolvedConfig, manager: PluginManager, data_root: str | None, device: Any
+) -> dict[str, Any]:
     from runner.data import conform, data_context, load_dataset
     from runner.engine import Domain
 
     s = resolved.settings
-    roles = (
-        {"source": resolved.source, "target": resolved.target}
-        if resolved.source
-        else {"data": resolved.dataset}
-    )
+    roles = {"source": resolved.source, "target": resolved.target} if resolved.source else {"data": resolved.dataset}
     specs = {role: manager.dataset(name) for role, name in roles.items()}
     channels = s.channels or max(spec.channels for spec in specs.values())
     size = s.image_size or next(iter(specs.values())).size
@@ -227,7 +225,9 @@ def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Any) -> tuple
         raise ConfigError(f"--resume {req.resume}: that is a '{ran}' run; use hw3 run {ran} --resume {req.resume}")
     path = run.data.tags.get(tracking.CHECKPOINT_TAG)
     if not path:
-        raise Hw3Error(f"--resume {req.resume}: the run has no '{tracking.CHECKPOINT_TAG}' tag; it was not made by hw3 run")
+        raise Hw3Error(
+            f"--resume {req.resume}: the run has no '{tracking.CHECKPOINT_TAG}' tag; it was not made by hw3 run"
+        )
     state = checkpoint.load(Path(path))
     saved = state["resolved"]
     changed = [k for k, _ in req.overrides if k not in RESUMABLE]

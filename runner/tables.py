@@ -31,8 +31,16 @@ def datasets_table(manager: PluginManager) -> Table:
             origin = spec.origin(ctx)
         except Exception as exc:  # a listing must survive one broken dataset
             offline, origin = "[red]error", str(exc)
-        t.add_row(f"[bold]{name}", spec.domain, str(len(spec.classes)), str(spec.channels),
-                  f"{spec.size}x{spec.size}", offline, origin, reg.package)
+        t.add_row(
+            f"[bold]{name}",
+            spec.domain,
+            str(len(spec.classes)),
+            str(spec.channels),
+            f"{spec.size}x{spec.size}",
+            offline,
+            origin,
+            reg.package,
+        )
     return t
 
 
@@ -74,7 +82,11 @@ def config_table(method_cls: type, resolved: ResolvedConfig) -> Table:
     values = resolved.flat()
     for key, (typ, field, section) in config_fields(method_cls).items():
         style = "bold" if section == "method" else ""
-        t.add_row(f"[{style}]{key}" if style else key, type_name(typ), repr(values[key]),
-                  resolved.origins.get(key, ""), field.metadata.get("help", ""))
+        t.add_row(
+            f"[{style}]{key}" if style else key,
+            type_name(typ),
+            repr(values[key]),
+            resolved.origins.get(key, ""),
+            field.metadata.get("help", ""),
+        )
     return t
-

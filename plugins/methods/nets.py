@@ -22,15 +22,29 @@ def _bn1d(c: int, on: bool) -> nn.Module:
 def features(arch: str, channels: int, batch_norm: bool = True) -> nn.Module:
     if arch == "mnist":
         return nn.Sequential(
-            nn.Conv2d(channels, 32, 5), _bn2d(32, batch_norm), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 48, 5), _bn2d(48, batch_norm), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 32, 5),
+            _bn2d(32, batch_norm),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 5),
+            _bn2d(48, batch_norm),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
     if arch == "svhn":
         return nn.Sequential(
-            nn.Conv2d(channels, 64, 5, padding=2), _bn2d(64, batch_norm), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 64, 5, padding=2), _bn2d(64, batch_norm), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 128, 5, padding=2), _bn2d(128, batch_norm), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 64, 5, padding=2),
+            _bn2d(64, batch_norm),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 64, 5, padding=2),
+            _bn2d(64, batch_norm),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 128, 5, padding=2),
+            _bn2d(128, batch_norm),
+            nn.ReLU(inplace=True),
             nn.Flatten(),
         )
     raise ValueError(f"unknown architecture {arch!r}")

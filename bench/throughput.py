@@ -1,0 +1,371 @@
+"""Training throughput of hw3's engine against a bare PyTorch loop, and `hw3 run baseline` end to end.
+
+Part 1, in this one process: images/second of `runner.engine.train()` driving the built-in
+`baseline` method's training step on the embedded mnist:mnistm pair, against a bare PyTorch loop
+of the same network, the same Adam (same lr and weight decay, same cosine schedule), the same
+batch size, the same uint8 tensors in memory (scaled to [-1, 1] per batch, as `BatchStream`
+does) and the same number of steps. The two sides alternate (bare, engine, engine, bare, ...)
+after a warm-up, and the median of each is reported, so drifting machine load does not favour
+one side. Evaluation is left out of both (it is not training throughput; its cost per epoch is
+reported on its own line), and so is MLflow: the engine gets no-op callbacks.
+
+Part 2, in a child process: the default `hw3 run baseline`, started in a temporary working
+folder (its mlflow.db and checkpoints land there) with HW3_CACHE_DIR in a temporary folder too,
+so the dataset cache is cold unless --warm-cache is given. It reports wall time, the child's
+peak RSS, where the time went (from the time each output line arrived) and the target accuracy.
+
+Run it from the repository root:
+
+    .venv/bin/python bench/throughput.py              # full: about 2 minutes on 2 CPU cores
+    .venv/bin/python bench/throughput.py --quick      # fewer steps and repeats, `--preset quick` CLI run
+    .venv/bin/python bench/throughput.py --skip-cli   # part 1 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from plugins.methods.baseline import Baseline
+from runner import checkpoint, engine
+from runner.config import ResolvedConfig
+from runner.devices import describe, pick_device
+from runner.engine import Domain, RunContext
+from runner.plugins import get_manager
+from runner.run import RunRequest, load_domains, plan
+
+METHOD = "baseline"
+
+
+class TrainOnlyBaseline(Baseline):
+    """The built-in baseline, training step untouched; only the per-epoch evaluation is skipped.
+
+    Evaluation is not training throughput, and the bare loop does none; its cost is timed apart.
+    """
+
+    def evaluate(self, ctx: Any) -> dict[str, float]:
+        return {}
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    pass
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Setup:
+    """What both sides of part 1 share: the resolved config, the device and the data in memory."""
+
+    resolved: ResolvedConfig
+    device: torch.device
+    domains: dict[str, Domain]
+    checkpoint_dir: Path
+
+    def context(self) -> RunContext:
+        return RunContext(resolved=self.resolved, device=self.device, domains=self.domains, run_id="bench-engine")
+
+    @property
+    def steps(self) -> int:
+        """Optimisation steps of one engine.train() call: epochs x steps per epoch, counted as the engine does."""
+        method = TrainOnlyBaseline(self.resolved.method_config)
+        return self.resolved.settings.epochs * engine.steps_per_epoch(method, self.context())
+
+    @property
+    def images_per_step(self) -> int:
+        roles = TrainOnlyBaseline(self.resolved.method_config).train_domains()
+        return self.resolved.settings.batch_size * len(roles)
+
+    def fresh_method(self, ctx: RunContext, cls: type[Baseline] = TrainOnlyBaseline) -> Baseline:
+        """A newly built, identically seeded baseline: network, Adam and cosine schedule (T_max = total steps)."""
+        checkpoint.seed_everything(self.resolved.settings.seed)
+        method = cls(self.resolved.method_config)
+        ctx.steps_per_epoch = engine.steps_per_epoch(method, ctx)
+        method.setup(ctx)
+        return method
+
+
+def make_setup(epochs: int, device: str | None, checkpoint_dir: Path) -> Setup:
+    """Config, device and data the way runner.run.execute builds them."""
+    manager = get_manager()
+    overrides: list[tuple[str, Any]] = [("epochs", epochs), ("checkpoint_dir", str(checkpoint_dir))]
+    if device:
+        overrides.append(("device", device))
+    resolved = plan(RunRequest(METHOD, overrides=overrides), manager)
+    dev = pick_device(resolved.settings.device)
+    checkpoint.seed_everything(resolved.settings.seed)
+    domains = load_domains(resolved, manager, None, dev)
+    return Setup(resolved, dev, domains, checkpoint_dir)
+
+
+def time_engine(setup: Setup) -> float:
+    """Seconds of one engine.train() call over the configured epochs."""
+    ctx = setup.context()
+    method = setup.fresh_method(ctx)
+    console = Console(file=io.StringIO())  # progress lines go nowhere
+    gc.collect()
+    _sync(setup.device)
+    t0 = time.perf_counter()
+    # No-op callbacks: this measures the loop; MLflow's cost is part of the end-to-end run in part 2.
+    engine.train(method, ctx, log_metrics=_noop, on_epoch_end=_noop, console=console)
+    _sync(setup.device)
+    elapsed = time.perf_counter() - t0
+    assert ctx.step == setup.steps, f"the engine took {ctx.step} steps, expected {setup.steps}"
+    return elapsed
+
+
+def time_bare(setup: Setup) -> float:
+    """Seconds of a plain PyTorch loop over the same network, optimizer, schedule, batches and steps."""
+    ctx = setup.context()
+    method = setup.fresh_method(ctx)  # only builds the modules; the loop below is plain PyTorch
+    net, opt, loss_fn = method.net, method.opt, method.loss
+    sched = method.sched if method.config.lr_decay else None
+    s = setup.resolved.settings
+    splits = [setup.domains[role].train for role in method.train_domains()]
+    gens = [torch.Generator().manual_seed(s.seed * 1000 + i + 1) for i in range(len(splits))]
+    perms: list[torch.Tensor | None] = [None] * len(splits)
+    pos = [0] * len(splits)
+    bs = s.batch_size
+    net.train()
+    gc.collect()
+    _sync(setup.device)
+    t0 = time.perf_counter()
+    for _ in range(setup.steps):
+        xs, ys = [], []
+        for k, split in enumerate(splits):
+            n = len(split)
+            if perms[k] is None or pos[k] + bs > n:  # reshuffle each pass, dropping the ragged tail
+                perms[k] = torch.randperm(n, generator=gens[k]).to(split.images.device)
+                pos[k] = 0
+            idx = perms[k][pos[k] : pos[k] + bs]  # type: ignore[index]
+            pos[k] += bs
+            xs.append(split.images[idx].float().div_(127.5).sub_(1.0))
+            ys.append(split.labels[idx])
+        x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    _sync(setup.device)
+    return time.perf_counter() - t0
+
+
+def time_evaluate(setup: Setup, repeats: int = 3) -> float:
+    """Median seconds of one epoch-end evaluation of the real baseline (both test splits)."""
+    ctx = setup.context()
+    method = setup.fresh_method(ctx, Baseline)
+    times = []
+    for _ in range(repeats):
+        _sync(setup.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            method.evaluate(ctx)
+        _sync(setup.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass
+class Throughput:
+    engine: list[float] = field(default_factory=list)  # images/s, one per repeat
+    bare: list[float] = field(default_factory=list)
+    eval_s: float = 0.0
+
+    @property
+    def ratios(self) -> list[float]:
+        return [e / b for e, b in zip(self.engine, self.bare, strict=True)]
+
+
+def bench_throughput(setup: Setup, warmup: Setup, repeats: int, log: Callable[[str], None]) -> Throughput:
+    res = Throughput()
+    time_engine(warmup)  # warm-up: allocator, kernels, Adam's first steps, rich and signal set-up
+    time_bare(warmup)
+    images = setup.steps * setup.images_per_step
+    for rep in range(repeats):
+        # ABBA order (bare, engine, engine, bare, ...): neither side always runs right after the other.
+        order = ("bare", "engine") if rep % 2 == 0 else ("engine", "bare")
+        rate = {side: images / (time_engine(setup) if side == "engine" else time_bare(setup)) for side in order}
+        res.engine.append(rate["engine"])
+        res.bare.append(rate["bare"])
+        log(
+            f"  repeat {rep + 1}/{repeats}: engine {rate['engine']:6.0f} img/s   bare {rate['bare']:6.0f} img/s"
+            f"   ratio {rate['engine'] / rate['bare']:.3f}"
+        )
+    res.eval_s = time_evaluate(setup)
+    return res
+
+
+# -- part 2: `hw3 run baseline` end to end ------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_RESULT = re.compile(r"target acc\s+([0-9.]+)%\s+after\s+(\d+)\s+epochs")
+_EPOCH = re.compile(r"^epoch\s+(\d+)/(\d+)\s")
+
+
+@dataclass
+class CliRun:
+    argv: list[str]
+    cache: str  # "cold" or "warm"
+    returncode: int = 0
+    wall_s: float = 0.0
+    peak_rss_mib: float = 0.0
+    target_acc: float | None = None
+    epochs: int = 0
+    lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, line)
+
+    def first(self, pattern: re.Pattern[str]) -> float | None:
+        return next((t for t, line in self.lines if pattern.search(line)), None)
+
+    def last(self, pattern: re.Pattern[str]) -> float | None:
+        return next((t for t, line in reversed(self.lines) if pattern.search(line)), None)
+
+
+def run_cli(extra: list[str], cache_dir: Path | None) -> CliRun:
+    """`hw3 run baseline` in a temporary folder; wall time, peak RSS and output lines with their arrival times."""
+    exe = Path(sys.executable).with_name("hw3")
+    with tempfile.TemporaryDirectory(prefix="hw3-bench-cli-") as work:
+        cache = cache_dir or Path(work) / "cache"
+        warm = cache.is_dir() and any(cache.iterdir())
+        env = {**os.environ, "HW3_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+        env.pop("MLFLOW_TRACKING_URI", None)  # its mlflow.db must land in the temporary folder
+        run = CliRun([str(exe), "run", METHOD, *extra], "warm" if warm else "cold")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            run.argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            run.lines.append((time.perf_counter() - t0, _ANSI.sub("", line.rstrip("\n"))))
+        proc.stdout.close()
+        # wait4 gives this child's own rusage: the same figure as getrusage(RUSAGE_CHILDREN), which would be
+        # the largest of all children this process ever waited for. ru_maxrss is the peak of the child or of
+        # any descendant it waited for; KiB on Linux, bytes on macOS.
+        _, status, usage = os.wait4(proc.pid, 0)
+        run.wall_s = time.perf_counter() - t0
+        run.returncode = proc.returncode = os.waitstatus_to_exitcode(status)
+        run.peak_rss_mib = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    for _, line in run.lines:
+        if m := _RESULT.search(line):
+            run.target_acc, run.epochs = float(m.group(1)), int(m.group(2))
+    return run
+
+
+def cli_steps_per_epoch(setup: Setup, preset: str | None) -> int:
+    """Steps per epoch of the CLI run: its train_subset (a preset may set one) applied to part 1's data."""
+    s = plan(RunRequest(METHOD, preset=preset), get_manager()).settings
+    sizes = [len(setup.domains[role].train) for role in TrainOnlyBaseline(setup.resolved.method_config).train_domains()]
+    return max(min(n, s.train_subset) if s.train_subset > 0 else n for n in sizes) // s.batch_size
+
+
+def cli_phases(run: CliRun, steps_per_epoch: int, images_per_step: int) -> list[str]:
+    """Where the wall time went, from when the run's header, epoch and result lines arrived."""
+    header = run.first(re.compile(rf"^{METHOD} on "))
+    last_epoch = run.last(_EPOCH)
+    result = run.first(_RESULT)
+    if header is None or last_epoch is None or result is None:
+        return []
+    train_s = last_epoch - header
+    rate = run.epochs * steps_per_epoch * images_per_step / train_s if run.epochs and train_s > 0 else 0.0
+    return [
+        f"start-up, data, MLflow run  {header:6.1f} s  (imports, plan, dataset cache, sqlite store)",
+        f"training + per-epoch eval   {train_s:6.1f} s  ({rate:.0f} img/s incl. eval, checkpoints, MLflow metrics)",
+        f"figures + model logging     {result - last_epoch:6.1f} s",
+        f"exit                        {run.wall_s - result:6.1f} s",
+    ]
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 epoch per repeat, 3 repeats, CLI with --preset quick")
+    ap.add_argument("--skip-cli", action="store_true", help="skip part 2 (the `hw3 run baseline` subprocess)")
+    ap.add_argument("--repeats", type=int, help="alternating repeats of each side (default 5; --quick 3)")
+    ap.add_argument("--epochs", type=int, help="epochs per timed engine.train() call (default 3; --quick 1)")
+    ap.add_argument("--device", help="run setting `device` for both parts (default: the registry's, auto)")
+    ap.add_argument("--warm-cache", action="store_true", help="give the CLI run part 1's filled dataset cache")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 5)
+    epochs = args.epochs or (1 if args.quick else 3)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="hw3-bench-") as tmp:
+        root = Path(tmp)
+        os.environ["HW3_CACHE_DIR"] = str(root / "cache")  # part 1's datasets: decoded here, not in ~/.cache
+        t0 = time.perf_counter()
+        setup = make_setup(epochs, args.device, root / "checkpoints")
+        warmup = make_setup(1, args.device, root / "checkpoints")
+        s = setup.resolved.settings
+        log(
+            f"part 1: {METHOD} on {setup.resolved.pair}, device {describe(setup.device)}, torch {torch.__version__}; "
+            f"data ready in {time.perf_counter() - t0:.1f} s (cold cache)"
+        )
+        log(
+            f"  {setup.steps} steps per timed run ({epochs} epoch(s) x {setup.steps // epochs}), batch {s.batch_size}, "
+            f"{setup.images_per_step} images/step; warm-up, then {repeats} alternating repeats"
+        )
+        tp = bench_throughput(setup, warmup, repeats, log)
+
+        cli: CliRun | None = None
+        if not args.skip_cli:
+            extra = ["--preset", "quick"] if args.quick else []
+            if args.device:
+                extra += ["--device", args.device]
+            log(f"part 2: {' '.join(['hw3', 'run', METHOD, *extra])} in a temporary folder ...")
+            cli = run_cli(extra, root / "cache" if args.warm_cache else None)
+            cli_spe = cli_steps_per_epoch(setup, "quick" if args.quick else None)
+            if cli.returncode != 0:
+                log(f"  hw3 exited with {cli.returncode}; its last lines:")
+                for _, line in cli.lines[-15:]:
+                    log(f"    {line}")
+
+    engine_med, bare_med = statistics.median(tp.engine), statistics.median(tp.bare)
+    ratio = statistics.median(tp.ratios)
+    overhead_ms = (1 / engine_med - 1 / bare_med) * setup.images_per_step * 1000
+    print()
+    print("summary")
+    print(f"  engine   {engine_med:6.0f} img/s")
+    print(f"  bare     {bare_med:6.0f} img/s")
+    print(
+        f"  ratio    {engine_med / bare_med:.3f} (engine / bare, median of {repeats} alternating repeats; "
+        f"median of per-repeat ratios {ratio:.3f}, range {min(tp.ratios):.3f}-{max(tp.ratios):.3f})"
+    )
+    print(f"  engine overhead {overhead_ms:+.2f} ms/step; not in img/s: evaluate {tp.eval_s * 1000:.0f} ms per epoch")
+    if cli is not None:
+        what = " ".join(["hw3 run", METHOD, *cli.argv[3:]])
+        acc = f"target acc {cli.target_acc:.1f}%" if cli.target_acc is not None else "target acc not found"
+        status = "" if cli.returncode == 0 else f", exit code {cli.returncode}"
+        print(
+            f"  {what}: {cli.wall_s:.1f} s wall, {cli.peak_rss_mib:.0f} MiB peak RSS, {acc} "
+            f"({cli.epochs} epochs, {cli.cache} dataset cache{status})"
+        )
+        for line in cli_phases(cli, cli_spe, setup.images_per_step):
+            print(f"    {line}")
+    return 0 if cli is None or cli.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

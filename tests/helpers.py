@@ -1,0 +1,82 @@
+"""Test-only plugins and shortcuts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from plugins.methods.baseline import Baseline
+from runner import hookimpl
+from runner.run import RunRequest, RunResult, execute
+
+
+def run_baseline(*overrides: tuple[str, Any], **kw: Any) -> RunResult:
+    from rich.console import Console
+    import io
+
+    return execute(RunRequest("baseline", overrides=list(overrides), **kw), Console(file=io.StringIO()))
+
+
+class NanAt(Baseline):
+    """The baseline, until its loss turns NaN at global step `nan_step`."""
+
+    name = "nan-at"
+    nan_step = 20
+
+    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+        out = super().train_step(ctx, batch)
+        if ctx.step + 1 == self.nan_step:
+            out["loss"] = float("nan")
+        return out
+
+
+class InterruptAt(Baseline):
+    """The baseline, sending itself SIGINT (as Ctrl-C does) during global step `at_step`."""
+
+    name = "interrupt-at"
+    at_step = 11
+
+    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+        if ctx.step + 1 == InterruptAt.at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().train_step(ctx, batch)
+
+
+class Crashes(Baseline):
+    name = "crashes"
+
+    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+        raise ValueError("shapes do not match")
+
+
+class MethodsPlugin:
+    def __init__(self, *classes: type) -> None:
+        self.classes = classes
+
+    @hookimpl
+    def hw3_register_methods(self, register: Any) -> None:
+        for cls in self.classes:
+            register(cls)
+
+
+class Recorder:
+    """A lifecycle plugin recording what it saw; optionally Ctrl-C after one epoch."""
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.interrupt_after = interrupt_after
+
+    @hookimpl
+    def hw3_run_start(self, run: Any) -> None:
+        self.calls.append(("start", run.run_id))
+
+    @hookimpl
+    def hw3_epoch_end(self, run: Any, epoch: int, metrics: dict[str, float]) -> None:
+        self.calls.append(("epoch", epoch))
+        if epoch == self.interrupt_after:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    @hookimpl
+    def hw3_run_end(self, run: Any, status: str, metrics: dict[str, float]) -> None:
+        self.calls.append(("end", status))

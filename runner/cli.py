@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from runner.errors import Hw3Error
 
@@ -31,7 +32,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except Hw3Error as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(code=getattr(exc, "exit_code", 1)) from None
 
     return wrapper
@@ -174,6 +175,6 @@ def main() -> None:
         if sys.argv[1:2] != ["plugins"]:
             warn_problems(manager)
     except Hw3Error as exc:  # HW3_STRICT_PLUGINS=1 turns load warnings into this
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     app()

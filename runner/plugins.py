@@ -170,7 +170,7 @@ class PluginManager:
                 found[obj.name] = Registered(obj, _plugin, _package)
 
             try:
-                impl.function(register=register)
+                _call(impl, register=register)
             except _RegisterRejected as exc:
                 self._error(impl.plugin_name, str(exc))
             except Exception as exc:
@@ -213,7 +213,7 @@ class PluginManager:
     def add_commands(self, app: Any) -> None:
         for impl in self.pm.hook.hw3_register_commands.get_hookimpls():
             try:
-                impl.function(app=app)
+                _call(impl, app=app)
             except Exception as exc:
                 self._error(impl.plugin_name, f"hw3_register_commands raised {_exc_line(exc)}")
 
@@ -230,7 +230,7 @@ class PluginManager:
     def _call_each(self, hook: str, **kwargs: Any) -> None:
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
-                impl.function(**kwargs)
+                _call(impl, **kwargs)
             except (KeyboardInterrupt, Hw3Error):
                 raise
             except Exception as exc:
@@ -255,6 +255,11 @@ class PluginHookError(Hw3Error):
 
 class _RegisterRejected(Exception):
     pass
+
+
+def _call(impl: Any, **kwargs: Any) -> Any:
+    """Call one hook implementation with the arguments it asks for (pluggy allows a subset)."""
+    return impl.function(*[kwargs[name] for name in impl.argnames])
 
 
 def _exc_line(exc: BaseException) -> str:

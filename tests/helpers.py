@@ -12,8 +12,9 @@ from runner.run import RunRequest, RunResult, execute
 
 
 def run_baseline(*overrides: tuple[str, Any], **kw: Any) -> RunResult:
-    from rich.console import Console
     import io
+
+    from rich.console import Console
 
     return execute(RunRequest("baseline", overrides=list(overrides), **kw), Console(file=io.StringIO()))
 

@@ -157,3 +157,36 @@ def test_broken_plugin_leaves_the_cli_working(third_party: Path) -> None:
     plugins = subprocess.run([*hw3, "plugins", "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert plugins.returncode == 0, plugins.stderr
     assert '"import failed: ImportError: needs a missing library"' in plugins.stdout
+
+
+def test_hooks_may_take_a_subset_of_their_arguments_and_add_commands() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    seen = []
+
+    class Partial:
+        @hookimpl
+        def hw3_epoch_end(self, epoch):
+            seen.append(epoch)
+
+        @hookimpl
+        def hw3_register_commands(self, app):
+            @app.command()
+            def hello(name: str = "world") -> None:
+                """Say hello."""
+                typer.echo(f"hello {name}")
+
+    manager = get_manager()
+    manager.register(Partial(), name="partial")
+    manager.epoch_end(run=None, epoch=3, metrics={})
+    assert seen == [3]
+    app = typer.Typer()
+
+    @app.callback()
+    def root() -> None:
+        pass
+
+    manager.add_commands(app)
+    result = CliRunner().invoke(app, ["hello", "--name", "hw3"])
+    assert result.exit_code == 0 and result.stdout.strip() == "hello hw3"

@@ -6,12 +6,15 @@ MLFLOW_TRACKING_URI wins when it is set.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import Hw3Error
@@ -32,6 +35,24 @@ def _quiet() -> None:
     # MLflow's store migrations and alembic print pages of INFO lines on a new database.
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside a local SQLite store's file; nothing for other stores."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -57,8 +78,15 @@ class Tracker:
 
         self.uri = uri or tracking_uri()
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
         self.run_id = ""
+        with _store_lock(self.uri):
+            # Opening a SQLite store creates or migrates it; two processes doing that at once
+            # corrupt each other's migration, so they take turns.
+            try:
+                self.client = MlflowClient(self.uri)
+                self.client.search_experiments(max_results=1)
+            except Exception as exc:
+                raise Hw3Error(f"cannot open the MLflow store {self.uri}: {str(exc).splitlines()[0]}") from None
 
     def find_run(self, run_id: str) -> Any:
         from mlflow.exceptions import MlflowException

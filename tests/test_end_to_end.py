@@ -200,3 +200,39 @@ def test_wheel_carries_the_registry_and_the_builtin_entry_points(tmp_path: Path)
     )
     assert listing.returncode == 0 and "mnist:mnistm" in listing.stdout, listing.stderr
     assert np is not None
+
+
+def test_concurrent_runs_on_a_new_sqlite_store_all_land(tmp_path: Path) -> None:
+    """Three `hw3 run` processes creating one MLflow SQLite store at once: every run lands."""
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [
+        sys.executable,
+        "-c",
+        "from runner.cli import main; main()",
+        "run",
+        "baseline",
+        "--epochs",
+        "1",
+        "--set",
+        "train_subset=256",
+        "--set",
+        "test_subset=200",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--seed", str(seed)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(3)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-500:] for _, err in outputs]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("hw3-mnist-mnistm").experiment_id])
+    assert sorted(r.data.tags["seed"] for r in runs) == ["0", "1", "2"]
+    assert {r.info.status for r in runs} == {"FINISHED"}

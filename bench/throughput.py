@@ -16,7 +16,7 @@ peak RSS, where the time went (from the time each output line arrived) and the t
 
 Run it from the repository root:
 
-    .venv/bin/python bench/throughput.py              # full: about 2 minutes on 2 CPU cores
+    .venv/bin/python bench/throughput.py              # full: about 75 s on 2 otherwise idle CPU cores
     .venv/bin/python bench/throughput.py --quick      # fewer steps and repeats, `--preset quick` CLI run
     .venv/bin/python bench/throughput.py --skip-cli   # part 1 only
 """
@@ -50,6 +50,7 @@ from runner.plugins import get_manager
 from runner.run import RunRequest, load_domains, plan
 
 METHOD = "baseline"
+NOISY_SPREAD = 1.3  # max / min of the per-repeat engine/bare ratios above which the summary warns
 
 
 class TrainOnlyBaseline(Baseline):
@@ -106,6 +107,7 @@ class Setup:
 def make_setup(epochs: int, device: str | None, checkpoint_dir: Path) -> Setup:
     """Config, device and data the way runner.run.execute builds them."""
     manager = get_manager()
+    assert issubclass(TrainOnlyBaseline, manager.method(METHOD)), "the registered baseline is not plugins' Baseline"
     overrides: list[tuple[str, Any]] = [("epochs", epochs), ("checkpoint_dir", str(checkpoint_dir))]
     if device:
         overrides.append(("device", device))
@@ -218,7 +220,7 @@ def bench_throughput(setup: Setup, warmup: Setup, repeats: int, log: Callable[[s
 # -- part 2: `hw3 run baseline` end to end ------------------------------------------------------
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_RESULT = re.compile(r"target acc\s+([0-9.]+)%\s+after\s+(\d+)\s+epochs")
+_RESULT = re.compile(r"target acc\s+([0-9.]+)%\s+after\s+(\d+)\s+epochs?")
 _EPOCH = re.compile(r"^epoch\s+(\d+)/(\d+)\s")
 
 
@@ -288,9 +290,9 @@ def cli_phases(run: CliRun, steps_per_epoch: int, images_per_step: int) -> list[
     rate = run.epochs * steps_per_epoch * images_per_step / train_s if run.epochs and train_s > 0 else 0.0
     return [
         f"start-up, data, MLflow run  {header:6.1f} s  (imports, plan, dataset cache, sqlite store)",
-        f"training + per-epoch eval   {train_s:6.1f} s  ({rate:.0f} img/s incl. eval, checkpoints, MLflow metrics)",
+        f"training + per-epoch eval   {train_s:6.1f} s  ({rate:.0f} img/s incl. setup, eval, checkpoints, MLflow)",
         f"figures + model logging     {result - last_epoch:6.1f} s",
-        f"exit                        {run.wall_s - result:6.1f} s",
+        f"exit after the last line    {run.wall_s - result:6.1f} s  (mostly interpreter teardown)",
     ]
 
 
@@ -353,20 +355,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  bare     {bare_med:6.0f} img/s   (best {max(tp.bare):.0f})")
     print(
         f"  ratio    {engine_med / bare_med:.3f} (engine / bare, median of {repeats} alternating repeats; "
-        f"median of per-repeat ratios {ratio:.3f}, range {min(tp.ratios):.3f}-{max(tp.ratios):.3f})"
+        f"median of per-repeat ratios {ratio:.3f}, range {min(tp.ratios):.3f}-{max(tp.ratios):.3f}; "
+        f"best / best {max(tp.engine) / max(tp.bare):.3f})"
     )
     print(f"  engine overhead {overhead_ms:+.2f} ms/step; not in img/s: evaluate {tp.eval_s * 1000:.0f} ms per epoch")
     print(
         f"  1-min load average {load_before:.2f} before part 1, {load_after:.2f} after ({os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads; a load above that means other processes shared the cores)"
     )
+    spread = max(tp.ratios) / min(tp.ratios)
+    if spread > NOISY_SPREAD:
+        print(
+            f"  WARNING: the per-repeat ratios differ by a factor {spread:.2f}: something else was using the CPUs. "
+            "The medians are unreliable; trust the best-of figures more, or rerun on an idle machine"
+        )
     if cli is not None:
         what = " ".join(["hw3 run", METHOD, *cli.argv[3:]])
         acc = f"target acc {cli.target_acc:.1f}%" if cli.target_acc is not None else "target acc not found"
         status = "" if cli.returncode == 0 else f", exit code {cli.returncode}"
         print(
             f"  {what}: {cli.wall_s:.1f} s wall, {cli.peak_rss_mib:.0f} MiB peak RSS, {acc} "
-            f"({cli.epochs} epochs, {cli.cache} dataset cache{status})"
+            f"({cli.epochs} epoch{'' if cli.epochs == 1 else 's'}, {cli.cache} dataset cache{status})"
         )
         for line in cli_phases(cli, cli_spe, setup.images_per_step):
             print(f"    {line}")

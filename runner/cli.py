@@ -7,6 +7,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -163,6 +164,83 @@ def run(
             f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)",
             highlight=False,
         )
+
+
+data_app = typer.Typer(help="Datasets: where they come from, what is in them, and their cache.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+DataRoot = Annotated[
+    str | None, typer.Option(help="Folder holding dataset files [default: $HW3_DATA_ROOT or ~/.cache/hw3].")
+]
+
+
+@data_app.command("list")
+@one_line_errors
+def data_list(data_root: DataRoot = None) -> None:
+    """Every dataset: where it would be read from, whether it is available offline, and cached."""
+    from runner.plugins import get_manager
+    from runner.tables import datasets_table
+
+    console.print(datasets_table(get_manager(), data_root, cache=True))
+
+
+@data_app.command("check")
+@one_line_errors
+def data_check(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `hw3 data list`) or a folder path.")],
+    data_root: DataRoot = None,
+) -> None:
+    """Read every file of a dataset and report counts per split and class, sizes and all problems."""
+    from rich.table import Table
+
+    from runner.datatools import check
+
+    report = check(name, data_root, err_console)
+    console.print(f"[bold]{name}[/]: {report.origin}  (data root {report.root})", highlight=False)
+    if report.splits:
+        t = Table(title_justify="left")
+        t.add_column("split")
+        t.add_column("images", justify="right")
+        t.add_column("image shape (C, H, W)")
+        t.add_column("per class")
+        for split, r in report.splits.items():
+            per = ", ".join(f"{k}: {v}" for k, v in r.per_class.items())
+            t.add_row(split, str(r.images), str(r.shape), per)
+        console.print(t)
+    for problem in report.problems:
+        err_console.print(f"[red]problem:[/] {escape(problem)}", highlight=False)
+    if report.problems:
+        raise Hw3Error(f"{len(report.problems)} problem(s) in dataset '{name}'")
+    console.print("[green]no problems found")
+
+
+@data_app.command("prepare")
+@one_line_errors
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `hw3 data list`).")],
+    data_root: DataRoot = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset's files first (needs a network).")] = False,
+) -> None:
+    """Decode a dataset once into the tensor cache that runs read (downloading it first if asked)."""
+    from runner.datatools import prepare
+
+    path, splits = prepare(name, data_root, download, console)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    console.print(f"{name}: {sizes} images cached in {path}", highlight=False)
+
+
+@data_app.command("show")
+@one_line_errors
+def data_show(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `hw3 data list`) or a folder path.")],
+    out: Annotated[Path | None, typer.Option(help="PNG file to write [default: NAME.png].")] = None,
+    per_class: Annotated[int, typer.Option(help="Images per class (one row per class).")] = 12,
+    data_root: DataRoot = None,
+) -> None:
+    """Write a PNG grid of training samples, one row per class."""
+    from runner.datatools import show
+
+    path = show(name, data_root, out or Path(f"{name.strip('/').replace('/', '_')}.png"), per_class, console)
+    console.print(f"wrote {path}", highlight=False)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ known keys and their types before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -67,14 +68,30 @@ def registry_path() -> Path:
     return packaged if packaged.exists() else here.parent / "registry.toml"
 
 
-def load_registry(path: Path | None = None) -> Registry:
-    path = path or registry_path()
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: registry file not found; reinstall hw3 (pip install -e .)") from None
+        raise ConfigError(f"{path}: registry file not found; check the path (or reinstall hw3)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file") from None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    """The packaged registry.toml, with the file named by HW3_REGISTRY (if any) merged over it."""
+    path = path or registry_path()
+    raw = _read_toml(path)
+    if path == registry_path() and os.environ.get("HW3_REGISTRY"):
+        # A user's own settings, pairs, presets and folder datasets, without editing the package.
+        user = Path(os.environ["HW3_REGISTRY"]).expanduser()
+        raw, path = _merge(raw, _read_toml(user)), user
     tables = {"defaults", "methods", "datasets", "pairs", "presets"}
     scalars = {"default_pair", "default_dataset"}
     for key in raw:
@@ -148,7 +165,10 @@ def resolve(
     dataset: str | None = None,
     preset: str | None = None,
     overrides: list[tuple[str, Any]] | None = None,
+    dataset_options: dict[str, set[str]] | None = None,
 ) -> ResolvedConfig:
+    """The run's config; `dataset_options` names, per dataset, the `[datasets.X]` keys that are
+    the dataset's own settings (such as a folder path) rather than config keys."""
     fields = config_fields(method_cls)
     values = {k: _default(f) for k, (_, f, _) in fields.items()}
     origins = dict.fromkeys(values, "default")
@@ -157,7 +177,9 @@ def resolve(
     layers: list[tuple[str, dict[str, Any]]] = [(f"{registry.path.name} [defaults]", registry.defaults)]
     for ds in (source, target, dataset):
         if ds and ds in registry.datasets:
-            layers.append((f"{registry.path.name} [datasets.{ds}]", registry.datasets[ds]))
+            own = (dataset_options or {}).get(ds, set())
+            table = {k: v for k, v in registry.datasets[ds].items() if k not in own}
+            layers.append((f"{registry.path.name} [datasets.{ds}]", table))
     if source and f"{source}:{target}" in registry.pairs:
         table = {k: v for k, v in registry.pairs[f"{source}:{target}"].items() if k not in ("description",)}
         layers.append((f'{registry.path.name} [pairs."{source}:{target}"]', table))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,18 +19,25 @@ from runner.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-CACHE_FORMAT = "1"  # bump when the cached layout changes, so old entries are rebuilt
+CACHE_FORMAT = "2"  # bump when the cached layout changes, so old entries are rebuilt
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset: uint8 images (N, C, H, W) and int64 labels (N,)."""
+    """One split of a dataset: uint8 images (N, C, H, W), int64 labels (N,), and for datasets
+    with binary attributes (faces) a uint8 (N, A) matrix of them."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    attributes: torch.Tensor | None = None
+    attribute_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, idx: torch.Tensor) -> Split:
+        attrs = self.attributes[idx] if self.attributes is not None else None
+        return Split(self.images[idx], self.labels[idx], attrs, self.attribute_names)
 
     def subset(self, n: int, seed: int = 0) -> Split:
         """The same `n` images for every run seed: a fixed shuffle, then the first `n`."""
@@ -38,19 +45,50 @@ class Split:
 
         if n <= 0 or n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return Split(self.images[idx], self.labels[idx])
+        return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])
 
     def to(self, device: torch.device) -> Split:
-        return Split(self.images.to(device), self.labels.to(device))
+        attrs = self.attributes.to(device) if self.attributes is not None else None
+        return Split(self.images.to(device), self.labels.to(device), attrs, self.attribute_names)
+
+
+class Problems:
+    """Data problems: raised at the first one, or, for `hw3 data check`, all collected."""
+
+    def __init__(self, collect: bool = False) -> None:
+        self.collect = collect
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        if not self.collect:
+            raise DataError(message)
+        self.found.append(message)
+
+
+def _passthrough(items: Iterable[Any], total: int, description: str) -> Iterable[Any]:
+    return items
 
 
 @dataclass(frozen=True)
 class DataContext:
-    """Where dataset files are looked for (`root`) and where decoded tensors are cached."""
+    """What a dataset's `build` gets: where its files are looked for (`root`), the decoded-tensor
+    cache, its options from registry.toml, and hooks for progress and problem reports."""
 
     root: Path
     cache_dir: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+    download: bool = False
+    track: Callable[[Iterable[Any], int, str], Iterable[Any]] = _passthrough
+    problems: Problems = field(default_factory=Problems)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+    def for_dataset(self, spec: DatasetSpec, registry_options: Mapping[str, Any] | None = None) -> DataContext:
+        """This context with `spec`'s options: its defaults, then registry.toml's values."""
+        opts = {k: v[0] for k, v in spec.options.items()}
+        opts.update({k: v for k, v in (registry_options or {}).items() if k in spec.options})
+        return replace(self, options=opts)
 
 
 @dataclass(frozen=True)
@@ -58,7 +96,8 @@ class DatasetSpec:
     """A dataset a plugin contributes with `hw3_register_datasets`.
 
     `build` reads the source files (or embedded data) and returns {"train": Split, "test": Split};
-    `fingerprint` names those files and settings so the cache knows when to rebuild.
+    `fingerprint` names those files and settings so the cache knows when to rebuild. `options`
+    are dataset settings read from `[datasets.NAME]` in registry.toml: name -> (default, help).
     """
 
     name: str
@@ -71,6 +110,9 @@ class DatasetSpec:
     domain: str = "digits"
     offline: Callable[[DataContext], bool] = field(default=lambda ctx: True)
     origin: Callable[[DataContext], str] = field(default=lambda ctx: "")
+    attributes: tuple[str, ...] = ()
+    options: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
+    download: Callable[[DataContext], None] | None = None
 
 
 def check_dataset_spec(obj: Any) -> str:
@@ -98,36 +140,62 @@ def load_dataset(spec: DatasetSpec, ctx: DataContext) -> dict[str, Split]:
     """The decoded splits of `spec`, from the cache when its fingerprint still matches."""
     import torch
 
-    key = hashlib.sha256(f"{CACHE_FORMAT}|{spec.name}|{spec.fingerprint(ctx)}".encode()).hexdigest()[:16]
-    path = ctx.cache_dir / f"{spec.name}-{key}.pt"
+    if ctx.problems.collect:  # `hw3 data check`: read the files afresh, cache nothing
+        splits = spec.build(ctx)
+        _check_splits(spec, splits, ctx.problems)
+        return splits
+    path = cache_path(spec, ctx)
     if path in _memo:
         return _memo[path]
     splits: dict[str, Split] | None = None
     if path.exists():
         try:
             raw = torch.load(path, weights_only=True)
-            splits = {name: Split(s["images"], s["labels"]) for name, s in raw.items()}
+            splits = {
+                name: Split(s["images"], s["labels"], s.get("attributes"), tuple(s.get("attribute_names", ())))
+                for name, s in raw.items()
+            }
         except Exception:  # a cache entry from an older torch or a damaged disk: rebuild it
             splits = None
     if splits is None:
         splits = spec.build(ctx)
-        _check_splits(spec, splits)
-        raw = {name: {"images": s.images, "labels": s.labels} for name, s in splits.items()}
+        _check_splits(spec, splits, ctx.problems)
+        raw = {name: _as_dict(s) for name, s in splits.items()}
         atomic_save(raw, path)
     _memo[path] = splits
     return splits
 
 
-def _check_splits(spec: DatasetSpec, splits: dict[str, Split]) -> None:
+def _as_dict(split: Split) -> dict[str, Any]:
+    out = {"images": split.images.contiguous(), "labels": split.labels.contiguous()}
+    if split.attributes is not None:
+        out["attributes"] = split.attributes.contiguous()
+        out["attribute_names"] = list(split.attribute_names)
+    return out
+
+
+def cache_path(spec: DatasetSpec, ctx: DataContext) -> Path:
+    key = hashlib.sha256(f"{CACHE_FORMAT}|{spec.name}|{spec.fingerprint(ctx)}".encode()).hexdigest()[:16]
+    return ctx.cache_dir / f"{spec.name}-{key}.pt"
+
+
+def _check_splits(spec: DatasetSpec, splits: dict[str, Split], problems: Problems) -> None:
     import torch
 
     for name, s in splits.items():
         if len(s) == 0:
-            raise DataError(f"dataset '{spec.name}': split '{name}' is empty")
+            problems.add(f"dataset '{spec.name}': split '{name}' is empty; add images to it")
+            continue
         if s.images.dtype != torch.uint8 or s.images.ndim != 4:
-            raise DataError(f"dataset '{spec.name}': split '{name}' must be uint8 (N, C, H, W)")
+            problems.add(f"dataset '{spec.name}': split '{name}' must be uint8 (N, C, H, W)")
         if s.images.shape[0] != s.labels.shape[0]:
-            raise DataError(f"dataset '{spec.name}': split '{name}' has unequal images and labels")
+            problems.add(f"dataset '{spec.name}': split '{name}' has unequal numbers of images and labels")
+        low, high = int(s.labels.min()), int(s.labels.max())
+        if low < 0 or high >= len(spec.classes):
+            problems.add(
+                f"dataset '{spec.name}': split '{name}' has label {low if low < 0 else high}, outside its "
+                f"{len(spec.classes)} classes 0..{len(spec.classes) - 1}"
+            )
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -158,7 +226,7 @@ def conform(split: Split, channels: int, size: int) -> Split:
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)
-    return Split(x, split.labels)
+    return Split(x, split.labels, split.attributes, split.attribute_names)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,11 @@ def hw3_register_datasets(register: Callable[[Any], None]) -> None:
     """Register datasets: call ``register(DatasetSpec(...))`` for each dataset."""
 
 
+@hookspec(firstresult=True)
+def hw3_resolve_dataset(name: str) -> Any:
+    """Make a `DatasetSpec` for a name no plugin registered (such as a folder path), or None."""
+
+
 @hookspec
 def hw3_register_commands(app: Any) -> None:
     """Add subcommands to the `hw3` typer app (``@app.command()``); never a click object."""

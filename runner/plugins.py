@@ -28,8 +28,7 @@ BUILTIN_PACKAGE = "hw3"
 # Used only when hw3 runs from a source tree without installed metadata (no entry points).
 BUILTIN_MODULES = {
     "baseline": "plugins.methods.baseline",
-    "mnist": "plugins.datasets.mnist",
-    "mnistm": "plugins.datasets.mnistm",
+    **{n: f"plugins.datasets.{n}" for n in ("mnist", "mnistm", "svhn", "usps", "syndigits", "faces", "folder")},
 }
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("hw3_"))
 
@@ -206,9 +205,20 @@ class PluginManager:
 
     def dataset(self, name: str) -> Any:
         datasets = self.datasets()
-        if name not in datasets:
-            raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
-        return datasets[name].obj
+        if name in datasets:
+            return datasets[name].obj
+        for impl in self.pm.hook.hw3_resolve_dataset.get_hookimpls():
+            try:
+                spec = _call(impl, name=name)
+            except Hw3Error:
+                raise
+            except Exception as exc:
+                self._error(impl.plugin_name, f"hw3_resolve_dataset raised {_exc_line(exc)}")
+                continue
+            if spec is not None:
+                datasets[name] = Registered(spec, impl.plugin_name, self.infos[impl.plugin_name].package)
+                return spec
+        raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
 
     def add_commands(self, app: Any) -> None:
         for impl in self.pm.hook.hw3_register_commands.get_hookimpls():

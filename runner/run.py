@@ -68,8 +68,16 @@ def plan(req: RunRequest, manager: PluginManager) -> ResolvedConfig:
             raise ConfigError(f"method '{req.method}' learns one dataset: use --dataset NAME, not --pair")
         dataset = req.dataset or registry.default_dataset
         manager.dataset(dataset)
+    own = {name: set(manager.dataset(name).options) for name in (source, target, dataset) if name}
     return resolve(
-        method_cls, registry, source=source, target=target, dataset=dataset, preset=req.preset, overrides=req.overrides
+        method_cls,
+        registry,
+        source=source,
+        target=target,
+        dataset=dataset,
+        preset=req.preset,
+        overrides=req.overrides,
+        dataset_options=own,
     )
 
 
@@ -85,9 +93,10 @@ def load_domains(
     channels = s.channels or max(spec.channels for spec in specs.values())
     size = s.image_size or next(iter(specs.values())).size
     dctx = data_context(data_root)
+    registry = load_registry()
     domains = {}
     for role, spec in specs.items():
-        splits = load_dataset(spec, dctx)
+        splits = load_dataset(spec, dctx.for_dataset(spec, registry.datasets.get(spec.name)))
         for needed in ("train", "test"):
             if needed not in splits:
                 raise Hw3Error(f"dataset '{spec.name}' has no '{needed}' split (it has {', '.join(splits)})")
@@ -238,6 +247,7 @@ def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Any) -> tuple
         )
     registry = load_registry()
     method_cls = manager.method(req.method)
+    names = (saved["source"], saved["target"], saved["dataset"])
     resolved = resolve(
         method_cls,
         registry,
@@ -245,6 +255,7 @@ def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Any) -> tuple
         target=saved["target"],
         dataset=saved["dataset"],
         overrides=[*saved["config"].items(), *req.overrides],
+        dataset_options={n: set(manager.dataset(n).options) for n in names if n},
     )
     if state["epoch"] >= resolved.settings.epochs:
         raise ConfigError(

@@ -6,47 +6,47 @@ from rich.table import Table
 
 from runner import PLUGIN_API_VERSION, __version__
 from runner.config import Registry, ResolvedConfig, config_fields, type_name
-from runner.data import data_context
 from runner.plugins import PluginManager
+
+KEY_COLUMNS = {"name", "key", "preset"}  # never truncated: they are what a user types
 
 
 def methods_table(manager: PluginManager) -> Table:
     t = Table(title="methods", title_justify="left")
     for col in ("name", "kind", "package", "description"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
     for name, reg in sorted(manager.methods().items()):
         t.add_row(f"[bold]{name}", reg.obj.kind, reg.package, reg.obj.description)
     return t
 
 
-def datasets_table(manager: PluginManager) -> Table:
+def datasets_table(manager: PluginManager, data_root: str | None = None, cache: bool = False) -> Table:
+    from runner.datatools import cached, context_for
+
     t = Table(title="datasets", title_justify="left")
-    for col in ("name", "domain", "classes", "channels", "size", "offline", "source", "package"):
-        t.add_column(col)
-    ctx = data_context()
+    for col in ("name", "domain", "classes", "channels", "size", "available", "source", "package"):
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
+    if cache:
+        t.add_column("cached")
     for name, reg in sorted(manager.datasets().items()):
         spec = reg.obj
         try:
+            ctx = context_for(spec, data_root)
             offline = "yes" if spec.offline(ctx) else "[yellow]needs files"
             origin = spec.origin(ctx)
         except Exception as exc:  # a listing must survive one broken dataset
             offline, origin = "[red]error", str(exc)
-        t.add_row(
-            f"[bold]{name}",
-            spec.domain,
-            str(len(spec.classes)),
-            str(spec.channels),
-            f"{spec.size}x{spec.size}",
-            offline,
-            origin,
-            reg.package,
-        )
+        row = [f"[bold]{name}", spec.domain, str(len(spec.classes)), str(spec.channels), f"{spec.size}x{spec.size}"]
+        row += [offline, origin, reg.package]
+        if cache:
+            row.append("yes" if cached(spec, data_root) else "")
+        t.add_row(*row)
     return t
 
 
 def pairs_table(registry: Registry) -> Table:
     t = Table(title="named pairs (--pair SOURCE:TARGET)", title_justify="left")
-    t.add_column("pair")
+    t.add_column("pair", no_wrap=True)
     t.add_column("description")
     for name, table in registry.pairs.items():
         default = " [dim](default)" if name == registry.default_pair else ""
@@ -57,7 +57,7 @@ def pairs_table(registry: Registry) -> Table:
 def presets_table(registry: Registry) -> Table:
     t = Table(title="presets (--preset NAME)", title_justify="left")
     for col in ("preset", "description", "settings"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
     for name, table in registry.presets.items():
         settings = ", ".join(f"{k}={v}" for k, v in table.items() if k != "description")
         t.add_row(f"[bold]{name}", table.get("description", ""), settings)
@@ -68,7 +68,7 @@ def plugins_table(manager: PluginManager) -> Table:
     manager.methods(), manager.datasets()  # collect registration errors too
     t = Table(title=f"plugins (hw3 {__version__}, plugin API {PLUGIN_API_VERSION})", title_justify="left")
     for col in ("name", "package", "version", "hooks", "error"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
     for info in manager.infos.values():
         pkg = info.package + (" [dim](built-in)" if info.builtin else "")
         t.add_row(info.name, pkg, info.version, "\n".join(info.hooks), "[red]" + "\n".join(info.errors))
@@ -78,7 +78,7 @@ def plugins_table(manager: PluginManager) -> Table:
 def config_table(method_cls: type, resolved: ResolvedConfig) -> Table:
     t = Table(title=f"{method_cls.name}: config keys (--set KEY=VALUE)", title_justify="left")
     for col in ("key", "type", "value", "from", "help"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
     values = resolved.flat()
     for key, (typ, field, section) in config_fields(method_cls).items():
         style = "bold" if section == "method" else ""

@@ -353,10 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     print("summary")
     print(f"  engine   {engine_med:6.0f} img/s   (best {max(tp.engine):.0f})")
     print(f"  bare     {bare_med:6.0f} img/s   (best {max(tp.bare):.0f})")
+    print(f"  ratio    {engine_med / bare_med:.3f} (engine / bare, median of {repeats} alternating repeats)")
     print(
-        f"  ratio    {engine_med / bare_med:.3f} (engine / bare, median of {repeats} alternating repeats; "
-        f"median of per-repeat ratios {ratio:.3f}, range {min(tp.ratios):.3f}-{max(tp.ratios):.3f}; "
-        f"best / best {max(tp.engine) / max(tp.bare):.3f})"
+        f"           per-repeat ratios: median {ratio:.3f}, range {min(tp.ratios):.3f}-{max(tp.ratios):.3f}; "
+        f"best / best {max(tp.engine) / max(tp.bare):.3f}"
     )
     print(f"  engine overhead {overhead_ms:+.2f} ms/step; not in img/s: evaluate {tp.eval_s * 1000:.0f} ms per epoch")
     print(
@@ -366,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     spread = max(tp.ratios) / min(tp.ratios)
     if spread > NOISY_SPREAD:
         print(
-            f"  WARNING: the per-repeat ratios differ by a factor {spread:.2f}: something else was using the CPUs. "
-            "The medians are unreliable; trust the best-of figures more, or rerun on an idle machine"
+            f"  WARNING: the per-repeat ratios differ by a factor {spread:.2f}, so something else was using the CPUs;\n"
+            "           the medians are unreliable: trust the best-of figures more, or rerun on an idle machine"
         )
     if cli is not None:
         what = " ".join(["hw3 run", METHOD, *cli.argv[3:]])

@@ -61,7 +61,10 @@ def test_show_lists_keys_values_and_origins() -> None:
     [
         (["run", "nosuch"], "unknown method 'nosuch'; choose from: baseline"),
         (["run", "baselin"], "did you mean 'baseline'"),
-        (["run", "baseline", "--pair", "mnist:nosuch"], "unknown dataset 'nosuch'; choose from: mnist, mnistm"),
+        (
+            ["run", "baseline", "--pair", "mnist:nosuch"],
+            "unknown dataset 'nosuch'; choose from: faces, mnist, mnistm, svhn, syndigits",
+        ),
         (["run", "baseline", "--pair", "mnist"], "write SOURCE:TARGET"),
         (["run", "baseline", "--set", "nosuch=1"], "unknown config key 'nosuch'"),
         (["run", "baseline", "--set", "lr=abc"], "--set: lr='abc': expected a number"),

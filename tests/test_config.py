@@ -120,10 +120,13 @@ def test_unknown_preset(registry) -> None:
 
 
 def test_packaged_registry_resolves_for_every_named_pair() -> None:
+    from runner.plugins import get_manager
+
     registry = load_registry()
+    own = {name: set(reg.obj.options) for name, reg in get_manager().datasets().items()}
     assert registry.default_pair in registry.pairs
     for pair in registry.pairs:
         source, target = pair.split(":")
-        resolve(Baseline, registry, source=source, target=target)
+        resolve(Baseline, registry, source=source, target=target, dataset_options=own)
     for preset in registry.presets:
         resolve(Baseline, registry, preset=preset)

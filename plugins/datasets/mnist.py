@@ -50,7 +50,10 @@ def idx_files(ctx: DataContext) -> dict[str, tuple[Path, Path]] | None:
 
 
 def use_embedded(ctx: DataContext) -> bool:
-    return ctx.option("source") == "embedded" or (ctx.option("source") == "auto" and idx_files(ctx) is None)
+    source = ctx.option("source", "auto")
+    if source not in ("auto", "idx", "embedded"):
+        raise DataError(f'[datasets.mnist] source = "{source}": use "auto", "idx" or "embedded"')
+    return source == "embedded" or (source == "auto" and idx_files(ctx) is None)
 
 
 def build(ctx: DataContext) -> dict[str, Split]:

@@ -18,6 +18,7 @@ from runner.data import DataContext
 from runner.errors import DataError
 
 RECIPE = "3"  # bump when the rendering changes, so caches are rebuilt
+DEFAULT_SIZES = {"train": 12000, "test": 2000}
 CANVAS = 64  # rendered at twice the size, then downsampled: smooth edges like a photo
 
 
@@ -141,7 +142,7 @@ def build(ctx: DataContext) -> dict[str, Split]:
     seed, step = int(ctx.option("seed", 0)), 250
     out = {}
     for k, split in enumerate(("train", "test")):
-        n = int(ctx.option(f"n_{split}"))
+        n = int(ctx.option(f"n_{split}", DEFAULT_SIZES[split]))
         # Each chunk has its own seed, so the images do not depend on how threads interleave.
         jobs = [(min(step, n - start), seed * 1_000_003 + k * 100_003 + start) for start in range(0, n, step)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -152,7 +153,11 @@ def build(ctx: DataContext) -> dict[str, Split]:
 
 def fingerprint(ctx: DataContext) -> str:
     names = ",".join(Path(f).name for f in digit_fonts())
-    opts = f"{ctx.option('n_train')}/{ctx.option('n_test')}/{ctx.option('seed')}"
+    sizes = (ctx.option("n_train", DEFAULT_SIZES["train"]), ctx.option("n_test", DEFAULT_SIZES["test"]))
+    opts = f"{sizes[0]}/{sizes[1]}/{ctx.option('seed', 0)}"
+        str(ctx.option(k, d))
+        for k, d in (("n_train", DEFAULT_SIZES["train"]), ("n_test", DEFAULT_SIZES["test"]), ("seed", 0))
+    )
     return f"recipe{RECIPE}|{opts}|mpl{metadata.version('matplotlib')}|pillow{metadata.version('pillow')}|{names}"
 
 
@@ -164,10 +169,10 @@ SYNDIGITS = DatasetSpec(
     classes=tuple(str(d) for d in range(10)),
     build=build,
     fingerprint=fingerprint,
-    origin=lambda ctx: f"rendered: {len(digit_fonts())} fonts, seed {ctx.option('seed')}",
+    origin=lambda ctx: f"rendered: {len(digit_fonts())} fonts, seed {ctx.option('seed', 0)}",
     options={
-        "n_train": (12000, "training images to render"),
-        "n_test": (2000, "test images to render"),
+        "n_train": (DEFAULT_SIZES["train"], "training images to render"),
+        "n_test": (DEFAULT_SIZES["test"], "test images to render"),
         "seed": (0, "seed of the rendering"),
     },
 )

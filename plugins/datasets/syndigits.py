@@ -155,9 +155,6 @@ def fingerprint(ctx: DataContext) -> str:
     names = ",".join(Path(f).name for f in digit_fonts())
     sizes = (ctx.option("n_train", DEFAULT_SIZES["train"]), ctx.option("n_test", DEFAULT_SIZES["test"]))
     opts = f"{sizes[0]}/{sizes[1]}/{ctx.option('seed', 0)}"
-        str(ctx.option(k, d))
-        for k, d in (("n_train", DEFAULT_SIZES["train"]), ("n_test", DEFAULT_SIZES["test"]), ("seed", 0))
-    )
     return f"recipe{RECIPE}|{opts}|mpl{metadata.version('matplotlib')}|pillow{metadata.version('pillow')}|{names}"
 
 

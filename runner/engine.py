@@ -221,7 +221,8 @@ def train(
                 if ctx.step % s.log_every == 0:
                     log_metrics({f"step/{k}": v / s.log_every for k, v in window.items()}, ctx.step)
                     window.clear()
-                report.step(ctx.step, {k: v / (i + 1) for k, v in sums.items()})
+                if report.wants(ctx.step):
+                    report.step(ctx.step, {k: v / (i + 1) for k, v in sums.items()})
                 if stop.requested:
                     save(i + 1)
                     raise RunInterrupted(f"interrupted at epoch {ctx.epoch + 1}, step {i + 1}; checkpoint {ckpt}")

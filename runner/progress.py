@@ -67,9 +67,15 @@ class Reporter:
     def _epoch_label(self, step: int) -> str:
         return f"{min(step // self.spe + 1, self.epochs)}/{self.epochs}"
 
+    def wants(self, global_step: int) -> bool:
+        """Whether `step` would show anything now (so the loop can skip building its figures)."""
+        if self.progress is not None:
+            return global_step % 5 == 0 or global_step % self.spe == 0
+        return time.monotonic() - self.last_plain > self.PLAIN_EVERY_S
+
     def step(self, global_step: int, losses: dict[str, float]) -> None:
         if self.progress is not None:
-            if global_step % 5 == 0 or global_step % self.spe == 0:
+            if self.wants(global_step):
                 self.progress.update(
                     self.task,
                     completed=global_step,

@@ -34,6 +34,7 @@ class Baseline(Method):
         return dict.fromkeys(roles, True)
 
     def setup(self, ctx: Any) -> None:
+        # The network stays in train mode between steps; evaluate() switches to eval and back.
         import torch
         from torch import nn
 
@@ -45,7 +46,7 @@ class Baseline(Method):
         arch = nets.pick_arch(c.arch, size)
         feats = nets.features(arch, channels, c.batch_norm)
         head = nets.label_head(arch, nets.feature_size(feats, channels, size), len(src.classes), c.batch_norm)
-        self.net = ctx.prepare(nn.Sequential(feats, head))
+        self.net = ctx.prepare(nn.Sequential(feats, head)).train()
         if c.optimizer == "adam":
             self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         else:
@@ -57,16 +58,21 @@ class Baseline(Method):
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch
 
-        self.net.train()
-        x = torch.cat([b.x for b in batch.values()])
-        y = torch.cat([b.y for b in batch.values()])
+        parts = list(batch.values())
+        x, y = (
+            (parts[0].x, parts[0].y)
+            if len(parts) == 1
+            else (torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+        )
         with ctx.autocast():
             logits = self.net(x)
             loss = self.loss(logits.float(), y)
         ctx.optimize(loss, self.opt)
         if self.config.lr_decay:
             self.sched.step()
-        return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+        correct = (logits.detach().argmax(1) == y).sum()
+        loss_value, correct_value = torch.stack([loss.detach(), correct.float()]).tolist()  # one host sync
+        return {"loss": loss_value, "acc": correct_value / len(y)}
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
         from runner.metrics import accuracy_metrics, confusion, predict
@@ -78,6 +84,7 @@ class Baseline(Method):
             cm = confusion(predict(self.net, dom.test, ctx), dom.test.labels, len(dom.classes))
             ctx.extras[f"{role}_confusion"] = cm
             out.update(accuracy_metrics(cm, role))
+        self.net.train()
         return out
 
     def figures(self, ctx: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class RunSettings:
     eval_batch_size: int = option(1000, "batch size for evaluation")
     log_every: int = option(20, "log step-level training metrics every N steps")
     checkpoint_dir: str = option("checkpoints", "folder for checkpoints, one subfolder per run ID")
+    tsne_points: int = option(2000, "source + target test points in an adaptation run's t-SNE plots (0: none)")
 
 
 @dataclass

@@ -62,6 +62,10 @@ class Method(ABC):
         """Metrics after an epoch, such as `target_acc`."""
         return {}
 
+    def summarize(self, ctx: RunContext) -> dict[str, float]:
+        """Metrics too costly for every epoch, computed once after training (logged at the last epoch)."""
+        return {}
+
     def figures(self, ctx: RunContext) -> dict[str, Figure]:
         """Figures at the end of a run, keyed by file name (logged under `figures/`)."""
         return {}

@@ -33,3 +33,45 @@ def accuracy_metrics(cm: torch.Tensor, prefix: str) -> dict[str, float]:
     out = {f"{prefix}_acc": float(cm.diag().sum() / cm.sum().clamp(min=1))}
     out.update({f"{prefix}_class_acc/{k}": float(v) for k, v in enumerate(per_class)})
     return out
+
+
+@torch.no_grad()
+def collect(forward: Callable[[torch.Tensor], torch.Tensor], split: Split, ctx: RunContext) -> torch.Tensor:
+    """`forward` over a whole split in evaluation batches, concatenated on the CPU."""
+    out = []
+    for x, _ in ctx.eval_batches(split):
+        with ctx.autocast():
+            out.append(forward(x).float().cpu())
+    return torch.cat(out)
+
+
+def information_maximization(logits: torch.Tensor) -> float:
+    """IM score of target predictions, higher is better: H(mean prediction) - mean H(prediction).
+
+    Confident predictions that still use every class score high; it needs no target labels, so
+    it can choose a checkpoint honestly (as pytorch-adapt's IM validator does).
+    """
+    p = logits.float().softmax(1)
+    mean = p.mean(0)
+    diversity = -(mean * mean.clamp_min(1e-12).log()).sum()
+    confidence = -(p * p.clamp_min(1e-12).log()).sum(1).mean()
+    return float(diversity - confidence)
+
+
+def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:
+    """Ben-David et al.'s proxy A-distance, 2 (1 - 2 err), of a linear domain classifier trained on
+    half of the features and tested on the other half: 0 when the domains are indistinguishable,
+    2 when they are perfectly separable."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = torch.cat([source, target]).numpy()
+    y = np.r_[np.zeros(len(source)), np.ones(len(target))]
+    order = np.random.default_rng(seed).permutation(len(x))
+    half = len(x) // 2
+    train, test = order[:half], order[half:]
+    scaler = StandardScaler().fit(x[train])
+    clf = LogisticRegression(max_iter=300, C=0.1).fit(scaler.transform(x[train]), y[train])
+    err = 1.0 - clf.score(scaler.transform(x[test]), y[test])
+    return float(2.0 * (1.0 - 2.0 * min(err, 0.5)))

@@ -28,6 +28,8 @@ BUILTIN_PACKAGE = "hw3"
 # Used only when hw3 runs from a source tree without installed metadata (no entry points).
 BUILTIN_MODULES = {
     "baseline": "plugins.methods.baseline",
+    "dann": "plugins.methods.dann",
+    "adda": "plugins.methods.adda",
     **{n: f"plugins.datasets.{n}" for n in ("mnist", "mnistm", "svhn", "usps", "syndigits", "faces", "folder")},
 }
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("hw3_"))

@@ -14,6 +14,7 @@ from rich.console import Console
 from runner.config import ResolvedConfig, load_registry, resolve
 from runner.errors import ConfigError, Hw3Error, RunFailed, RunInterrupted
 from runner.plugins import PluginManager, get_manager
+from runner.selection import select
 
 
 @dataclass
@@ -180,7 +181,11 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
             resume_state=resume_state,
         )
         metrics = history[-1] if history else {}
-        with console.status("logging figures and the model"):
+        with console.status("final metrics, figures and the model"):
+            final = {**method.summarize(ctx), **select(history)}
+            if final:
+                tracker.log_metrics(final, ctx.epoch)
+                metrics = {**metrics, **final}
             figures = {"curves.png": curves_figure(history, f"{req.method} on {resolved.pair or resolved.dataset}")}
             figures.update(method.figures(ctx))
             for name, fig in figures.items():

@@ -63,3 +63,40 @@ def curves_figure(history: Sequence[dict[str, float]], title: str) -> Figure:
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def tsne_figures(
+    features: np.ndarray,
+    labels: np.ndarray,
+    domains: np.ndarray,
+    classes: Sequence[str],
+    domain_names: Sequence[str],
+    title: str,
+    seed: int = 0,
+) -> dict[str, Figure]:
+    """t-SNE of features, drawn twice: coloured by class and coloured by domain (the report's
+    figures 5 to 8). `domains` holds 0 for source and 1 for target points."""
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, max(5.0, (len(features) - 1) / 4))
+    xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(features)
+    figs = {}
+    fig, ax = plt.subplots(figsize=(6.4, 6), dpi=110)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for k, name in enumerate(classes):
+        m = labels == k
+        if m.any():
+            ax.scatter(xy[m, 0], xy[m, 1], s=4, color=cmap(k % cmap.N), label=name, alpha=0.8)
+    ax.legend(markerscale=4, fontsize=8, ncol=2, loc="best", title="class")
+    ax.set(title=f"{title}: by class", xticks=[], yticks=[])
+    fig.tight_layout()
+    figs["tsne_class.png"] = fig
+    fig, ax = plt.subplots(figsize=(6.4, 6), dpi=110)
+    for d, (name, colour) in enumerate(zip(domain_names, ("tab:blue", "tab:red"), strict=False)):
+        m = domains == d
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, color=colour, label=name, alpha=0.6)
+    ax.legend(markerscale=4, fontsize=9, title="domain")
+    ax.set(title=f"{title}: by domain", xticks=[], yticks=[])
+    fig.tight_layout()
+    figs["tsne_domain.png"] = fig
+    return figs

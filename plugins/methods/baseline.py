@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from runner import Method, hookimpl, option
+from plugins.methods.common import AdaptMethod
+from runner import hookimpl, option
 
 
 @dataclass
@@ -23,9 +24,8 @@ class BaselineConfig:
     lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
 
 
-class Baseline(Method):
+class Baseline(AdaptMethod):
     name = "baseline"
-    kind = "adapt"
     description = "source-only / target-only / pooled classifier: the bounds for adaptation"
     Config = BaselineConfig
 
@@ -34,19 +34,11 @@ class Baseline(Method):
         return dict.fromkeys(roles, True)
 
     def setup(self, ctx: Any) -> None:
-        # The network stays in train mode between steps; evaluate() switches to eval and back.
         import torch
         from torch import nn
 
-        from plugins.methods import nets
-
         c = self.config
-        src = ctx.domains["source"]
-        channels, size = src.train.images.shape[1], src.train.images.shape[-1]
-        arch = nets.pick_arch(c.arch, size)
-        feats = nets.features(arch, channels, c.batch_norm)
-        head = nets.label_head(arch, nets.feature_size(feats, channels, size), len(src.classes), c.batch_norm)
-        self.net = ctx.prepare(nn.Sequential(feats, head)).train()
+        self.net = self.build_net(ctx, c.arch, c.batch_norm)  # stays in train mode; evaluate() restores it
         if c.optimizer == "adam":
             self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         else:
@@ -59,11 +51,10 @@ class Baseline(Method):
         import torch
 
         parts = list(batch.values())
-        x, y = (
-            (parts[0].x, parts[0].y)
-            if len(parts) == 1
-            else (torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
-        )
+        if len(parts) == 1:
+            x, y = parts[0].x, parts[0].y
+        else:
+            x, y = torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts])
         with ctx.autocast():
             logits = self.net(x)
             loss = self.loss(logits.float(), y)
@@ -73,34 +64,6 @@ class Baseline(Method):
         correct = (logits.detach().argmax(1) == y).sum()
         loss_value, correct_value = torch.stack([loss.detach(), correct.float()]).tolist()  # one host sync
         return {"loss": loss_value, "acc": correct_value / len(y)}
-
-    def evaluate(self, ctx: Any) -> dict[str, float]:
-        from runner.metrics import accuracy_metrics, confusion, predict
-
-        self.net.eval()
-        out: dict[str, float] = {}
-        for role in ("target", "source"):
-            dom = ctx.domains[role]
-            cm = confusion(predict(self.net, dom.test, ctx), dom.test.labels, len(dom.classes))
-            ctx.extras[f"{role}_confusion"] = cm
-            out.update(accuracy_metrics(cm, role))
-        self.net.train()
-        return out
-
-    def figures(self, ctx: Any) -> dict[str, Any]:
-        from runner.viz import confusion_figure
-
-        out = {}
-        for role in ("target", "source"):
-            dom = ctx.domains[role]
-            title = f"{role} test: {dom.name} (trained on {self.config.train_on})"
-            out[f"confusion_{role}.png"] = confusion_figure(ctx.extras[f"{role}_confusion"].numpy(), dom.classes, title)
-        return out
-
-    def inference_model(self) -> Any:
-        from plugins.methods.nets import FromUnitRange
-
-        return FromUnitRange(self.net).eval()
 
 
 @hookimpl

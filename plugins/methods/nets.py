@@ -7,6 +7,8 @@ on two CPU cores converge in a few epochs; `batch_norm = false` gives the paper'
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,45 +22,50 @@ def _bn1d(c: int, on: bool) -> nn.Module:
 
 
 def features(arch: str, channels: int, batch_norm: bool = True) -> nn.Module:
+    relu = nn.ReLU
     if arch == "mnist":
         return nn.Sequential(
-            nn.Conv2d(channels, 32, 5),
-            _bn2d(32, batch_norm),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 48, 5),
-            _bn2d(48, batch_norm),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
+            nn.Conv2d(channels, 32, 5), _bn2d(32, batch_norm), relu(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 5), _bn2d(48, batch_norm), relu(inplace=True), nn.MaxPool2d(2),
             nn.Flatten(),
-        )
+        )  # fmt: skip
     if arch == "svhn":
         return nn.Sequential(
-            nn.Conv2d(channels, 64, 5, padding=2),
-            _bn2d(64, batch_norm),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 64, 5, padding=2),
-            _bn2d(64, batch_norm),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 128, 5, padding=2),
-            _bn2d(128, batch_norm),
-            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 64, 5, padding=2), _bn2d(64, batch_norm), relu(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 64, 5, padding=2), _bn2d(64, batch_norm), relu(inplace=True), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 128, 5, padding=2), _bn2d(128, batch_norm), relu(inplace=True),
             nn.Flatten(),
-        )
+        )  # fmt: skip
     raise ValueError(f"unknown architecture {arch!r}")
 
 
 def label_head(arch: str, in_features: int, n_classes: int, batch_norm: bool = True) -> nn.Module:
     hidden = (100, 100) if arch == "mnist" else (3072, 2048)
     layers: list[nn.Module] = []
-    for width in hidden:
+    for i, width in enumerate(hidden):
+        if arch == "svhn" and i == 1:
+            layers.append(nn.Dropout(0.5))  # the paper's SVHN head regularises its wide layers
         layers += [nn.Linear(in_features, width), _bn1d(width, batch_norm), nn.ReLU(inplace=True)]
         in_features = width
-    if arch == "svhn":
-        layers.insert(len(layers) - 3, nn.Dropout(0.5))  # the paper's SVHN head regularises its wide layers
     return nn.Sequential(*layers, nn.Linear(in_features, n_classes))
+
+
+def domain_head(arch: str, in_features: int, norm: str = "bn", hidden: int = 0) -> nn.Module:
+    """The domain classifier: the paper's 100 -> 1 (MNIST) or 1024 -> 1024 -> 1 (SVHN) layers.
+
+    `norm` is what follows each hidden layer: "bn", "dropout" (p = 0.5) or "none".
+    """
+    widths = (hidden,) if hidden else ((100,) if arch == "mnist" else (1024, 1024))
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(in_features, width)]
+        if norm == "bn":
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(nn.ReLU(inplace=True))
+        if norm == "dropout":
+            layers.append(nn.Dropout(0.5))
+        in_features = width
+    return nn.Sequential(*layers, nn.Linear(in_features, 1))
 
 
 def feature_size(net: nn.Module, channels: int, size: int) -> int:
@@ -71,6 +78,21 @@ def pick_arch(arch: str, image_size: int) -> str:
     return ("svhn" if image_size >= 32 else "mnist") if arch == "auto" else arch
 
 
+class DigitClassifier(nn.Module):
+    """A feature extractor and a label head; `features` is what adaptation aligns."""
+
+    def __init__(self, arch: str, channels: int, size: int, n_classes: int, batch_norm: bool = True) -> None:
+        super().__init__()
+        self.arch = arch
+        self.features = features(arch, channels, batch_norm)
+        self.feature_dim = feature_size(self.features, channels, size)
+        self.head = label_head(arch, self.feature_dim, n_classes, batch_norm)
+        self.train()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class FromUnitRange(nn.Module):
     """Takes images in [0, 1], as a logged model's users have them, and feeds [-1, 1] on."""
 
@@ -80,3 +102,23 @@ class FromUnitRange(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * 2.0 - 1.0)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the label head sees, for t-SNE and distances between domains."""
+        return self.net.features(x * 2.0 - 1.0)
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.lam * grad, None
+
+
+def grad_reverse(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """Identity forward; multiplies the gradient by -lam backward (Ganin & Lempitsky's GRL)."""
+    return _GradReverse.apply(x, lam)

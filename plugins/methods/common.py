@@ -1,0 +1,134 @@
+"""What every adaptation method shares: the classifier's evaluation, figures and logged model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugins.methods.nets import DigitClassifier, FromUnitRange, pick_arch
+from runner import Method
+
+
+class AdaptMethod(Method):
+    """A classifier trained across a source and a target domain.
+
+    Subclasses build `self.net` (a `DigitClassifier`) in `setup`, usually with `build_net`. A
+    method with a domain discriminator (features -> one logit, target = 1) stores it as
+    `self.discriminator` to have its accuracy reported each epoch.
+    """
+
+    kind = "adapt"
+
+    def build_net(self, ctx: Any, arch: str, batch_norm: bool) -> DigitClassifier:
+        src = ctx.domains["source"]
+        channels, size = src.train.images.shape[1], src.train.images.shape[-1]
+        return ctx.prepare(DigitClassifier(pick_arch(arch, size), channels, size, len(src.classes), batch_norm))
+
+    def classifier(self) -> DigitClassifier:
+        """The network whose head labels images; its features encode both domains unless
+        `encoder` says otherwise."""
+        return self.net
+
+    def encoder(self, role: str) -> Any:
+        """The feature extractor for `role` ("source" or "target"); ADDA has one per domain."""
+        return self.classifier().features
+
+    def _eval_modules(self) -> list[Any]:
+        mods = [self.classifier(), self.encoder("source"), self.encoder("target"), getattr(self, "discriminator", None)]
+        return [m for m in mods if m is not None]
+
+    def evaluate(self, ctx: Any) -> dict[str, float]:
+        from runner.metrics import accuracy_metrics, collect, confusion, information_maximization
+
+        modules = self._eval_modules()
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        net = self.classifier()
+        out: dict[str, float] = {}
+        feats = {}
+        for role in ("target", "source"):
+            dom = ctx.domains[role]
+            f = collect(self.encoder(role), dom.test, ctx)
+            feats[role] = f
+            logits = net.head(f.to(ctx.device)).float().cpu()
+            cm = confusion(logits.argmax(1), dom.test.labels, len(dom.classes))
+            ctx.extras[f"{role}_confusion"] = cm
+            out.update(accuracy_metrics(cm, role))
+            if role == "target":
+                out["target_im"] = information_maximization(logits)
+        disc = getattr(self, "discriminator", None)
+        if disc is not None:
+            import torch
+
+            with torch.no_grad():
+                ps = disc(feats["source"].to(ctx.device)).flatten().cpu() < 0
+                pt = disc(feats["target"].to(ctx.device)).flatten().cpu() >= 0
+            out["domain_acc"] = float(torch.cat([ps, pt]).float().mean())
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
+        return out
+
+    def summarize(self, ctx: Any) -> dict[str, float]:
+        """The proxy A-distance between source and target test features, once at the end."""
+        from runner.metrics import collect, proxy_a_distance
+
+        modules = self._eval_modules()
+        modes = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        fs = collect(self.encoder("source"), ctx.domains["source"].test, ctx)
+        ft = collect(self.encoder("target"), ctx.domains["target"].test, ctx)
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
+        return {"proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
+
+    def figures(self, ctx: Any) -> dict[str, Any]:
+        from runner.viz import confusion_figure
+
+        out = {}
+        trained = getattr(self.config, "train_on", self.name)
+        for role in ("target", "source"):
+            dom = ctx.domains[role]
+            title = f"{role} test: {dom.name} ({trained})"
+            out[f"confusion_{role}.png"] = confusion_figure(ctx.extras[f"{role}_confusion"].numpy(), dom.classes, title)
+        if ctx.settings.tsne_points > 0:
+            modules = self._eval_modules()
+            modes = [m.training for m in modules]
+            for m in modules:
+                m.eval()
+            out.update(tsne(self.encoder, ctx, f"{self.name} on {ctx.resolved.pair}"))
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+        return out
+
+    def inference_model(self) -> Any:
+        return FromUnitRange(self.classifier()).eval()
+
+
+def tsne(encoder: Any, ctx: Any, title: str) -> dict[str, Any]:
+    """t-SNE figures of the features of up to `tsne_points` source and target test images;
+    `encoder(role)` gives the feature extractor of each domain (in eval mode)."""
+    import torch
+
+    from runner.metrics import collect
+    from runner.viz import tsne_figures
+
+    half = ctx.settings.tsne_points // 2
+    feats, labels, domains = [], [], []
+    for d, role in enumerate(("source", "target")):
+        split = ctx.domains[role].test
+        idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:half]
+        part = split.take(idx.to(split.images.device))
+        feats.append(collect(encoder(role), part, ctx))
+        labels.append(part.labels.cpu())
+        domains.append(torch.full((len(part),), d))
+    names = [f"source: {ctx.domains['source'].name}", f"target: {ctx.domains['target'].name}"]
+    return tsne_figures(
+        torch.cat(feats).numpy(),
+        torch.cat(labels).numpy(),
+        torch.cat(domains).numpy(),
+        ctx.domains["source"].classes,
+        names,
+        title,
+        seed=ctx.settings.seed,
+    )

@@ -1,0 +1,115 @@
+"""`dann`: domain-adversarial training with a gradient reversal layer (Ganin et al., JMLR 2016).
+
+A domain classifier learns to tell source features from target features; the gradient
+reversal layer turns its gradient around on the way into the feature extractor, which so
+learns features the domains share, while the label head learns from source labels alone.
+The paper's schedules: the reversal weight lambda_p = 2 / (1 + exp(-10 p)) - 1 and the learning
+rate mu_p = mu_0 / (1 + 10 p)^0.75, p going from 0 to 1 over training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from plugins.methods.common import AdaptMethod
+from runner import hookimpl, option
+
+
+@dataclass
+class DannConfig:
+    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
+    batch_norm: bool = option(True, "batch norm in the feature extractor and label head")
+    optimizer: Literal["sgd", "adam"] = option("sgd", "sgd with momentum 0.9 (the paper), or adam")
+    lr: float = option(0.01, "initial learning rate mu_0")
+    lr_schedule: bool = option(True, "anneal the learning rate as mu_0 / (1 + 10 p)^0.75")
+    weight_decay: float = option(5e-4, "L2 weight decay")
+    grl_weight: float = option(1.0, "the largest gradient-reversal weight lambda")
+    grl_schedule: bool = option(True, "ramp lambda as 2 / (1 + exp(-10 p)) - 1 (false: constant)")
+    domain_weight: float = option(1.0, "weight of the domain loss in the total")
+    bn_mode: Literal["mixed", "separate"] = option(
+        "separate", "batch-norm statistics from one joint source+target batch, or per domain"
+    )
+    disc_norm: Literal["bn", "dropout", "none"] = option("bn", "what follows each domain-classifier layer")
+    disc_hidden: int = option(0, "domain-classifier width (0: the paper's, 100 for mnist, 1024x2 for svhn)")
+
+
+def grl_lambda(progress: float, weight: float, ramp: bool) -> float:
+    return weight * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0) if ramp else weight
+
+
+def annealed_lr(lr0: float, progress: float) -> float:
+    return lr0 / (1.0 + 10.0 * progress) ** 0.75
+
+
+class Dann(AdaptMethod):
+    name = "dann"
+    description = "domain-adversarial neural network, gradient reversal (Ganin et al. 2016)"
+    Config = DannConfig
+
+    def setup(self, ctx: Any) -> None:
+        import torch
+
+        from plugins.methods.nets import domain_head
+
+        c = self.config
+        self.net = self.build_net(ctx, c.arch, c.batch_norm)
+        self.discriminator = ctx.prepare(domain_head(self.net.arch, self.net.feature_dim, c.disc_norm, c.disc_hidden))
+        params = [*self.net.parameters(), *self.discriminator.parameters()]
+        if c.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from plugins.methods.nets import grad_reverse
+
+        c = self.config
+        p = ctx.progress
+        lam = grl_lambda(p, c.grl_weight, c.grl_schedule)
+        if c.lr_schedule:
+            for group in self.opt.param_groups:
+                group["lr"] = annealed_lr(c.lr, p)
+        xs, ys = batch["source"]
+        xt, _ = batch["target"]
+        with ctx.autocast():
+            if c.bn_mode == "mixed":
+                f = self.net.features(torch.cat([xs, xt]))
+                fs, ft = f[: len(xs)], f[len(xs) :]
+            else:
+                fs, ft = self.net.features(xs), self.net.features(xt)
+            logits = self.net.head(fs)
+            cls_loss = F.cross_entropy(logits.float(), ys)
+            d = self.discriminator(grad_reverse(torch.cat([fs, ft]), lam)).flatten().float()
+            d_true = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(d.device)
+            dom_loss = F.binary_cross_entropy_with_logits(d, d_true)
+            loss = cls_loss + c.domain_weight * dom_loss
+        ctx.optimize(loss, self.opt)
+        with torch.no_grad():
+            stats = torch.stack(
+                [
+                    loss.detach(),
+                    cls_loss.detach(),
+                    dom_loss.detach(),
+                    (logits.argmax(1) == ys).float().mean(),
+                    ((d >= 0).float() == d_true).float().mean(),
+                ]
+            ).tolist()  # one host sync
+        return {
+            "loss": stats[0],
+            "loss/cls": stats[1],
+            "loss/domain": stats[2],
+            "acc": stats[3],
+            "domain_acc": stats[4],
+            "lambda": lam,
+            "lr": self.opt.param_groups[0]["lr"],
+        }
+
+
+@hookimpl
+def hw3_register_methods(register: Any) -> None:
+    register(Dann)

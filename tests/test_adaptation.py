@@ -1,0 +1,147 @@
+"""Adaptation methods and what they share: gradient reversal, schedules, evaluation protocols."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import MethodsPlugin
+
+from plugins.methods.adda import Adda
+from plugins.methods.dann import annealed_lr, grl_lambda
+from plugins.methods.nets import grad_reverse
+from runner.metrics import information_maximization, proxy_a_distance
+from runner.plugins import registered
+from runner.run import RunRequest, execute
+from runner.selection import select
+
+SMALL = [("train_subset", "512"), ("test_subset", "400"), ("log_every", "4")]
+
+
+def quiet(req: RunRequest):
+    import io
+
+    from rich.console import Console
+
+    return execute(req, Console(file=io.StringIO()))
+
+
+def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
+    x = torch.randn(5, 3, requires_grad=True)
+    y = grad_reverse(x, 0.3)
+    assert torch.equal(y, x)
+    (y * torch.arange(3.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.3 * torch.arange(3.0).expand(5, 3))
+
+
+def test_dann_paper_schedules() -> None:
+    assert grl_lambda(0.0, 1.0, True) == 0.0
+    assert grl_lambda(1.0, 1.0, True) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert grl_lambda(0.3, 0.5, False) == 0.5
+    assert annealed_lr(0.01, 0.0) == 0.01
+    assert annealed_lr(0.01, 1.0) == pytest.approx(0.01 / 11**0.75)
+
+
+def test_selection_reports_each_protocol_with_its_epoch() -> None:
+    history = [
+        {"target_acc": 0.50, "source_acc": 0.90, "target_im": 1.0},
+        {"target_acc": 0.70, "source_acc": 0.95, "target_im": 1.2},  # best on source
+        {"target_acc": 0.80, "source_acc": 0.93, "target_im": 1.5},  # best on IM and oracle
+        {"target_acc": 0.60, "source_acc": 0.92, "target_im": 1.1},
+    ]
+    out = select(history)
+    assert out["selected/last/target_acc"] == 0.60 and out["selected/last/epoch"] == 4
+    assert out["selected/source_val/target_acc"] == 0.70 and out["selected/source_val/epoch"] == 2
+    assert out["selected/im/target_acc"] == 0.80 and out["selected/im/epoch"] == 3
+    assert out["selected/oracle/target_acc"] == 0.80
+    assert select([]) == {}
+
+
+def test_information_maximization_prefers_confident_diverse_predictions() -> None:
+    confident_diverse = torch.eye(10).repeat(5, 1) * 20
+    collapsed = torch.zeros(50, 10)
+    collapsed[:, 3] = 20
+    uncertain = torch.zeros(50, 10)
+    assert information_maximization(confident_diverse) == pytest.approx(math.log(10), abs=1e-3)
+    assert information_maximization(collapsed) < 0.01
+    assert information_maximization(uncertain) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_proxy_a_distance_from_indistinguishable_to_separable() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 8, generator=g), torch.randn(400, 8, generator=g)
+    assert proxy_a_distance(a, b) < 0.3
+    assert proxy_a_distance(a, b + 5) > 1.9
+
+
+def test_dann_run_logs_shared_metrics_protocols_and_tsne(client) -> None:
+    result = quiet(RunRequest("dann", overrides=[*SMALL, ("epochs", "2"), ("tsne_points", "200")]))
+    assert result.status == "FINISHED"
+    run = client.get_run(result.run_id)
+    metrics = run.data.metrics
+    for key in (
+        "target_acc",
+        "source_acc",
+        "target_im",
+        "domain_acc",
+        "proxy_a_distance",
+        "step/loss/domain",
+        "selected/source_val/target_acc",
+        "selected/im/epoch",
+        "selected/oracle/target_acc",
+        "train/lambda",
+    ):
+        assert key in metrics, key
+    assert 0 <= metrics["proxy_a_distance"] <= 2
+    figures = {a.path for a in client.list_artifacts(result.run_id, "figures")}
+    assert {"figures/tsne_class.png", "figures/tsne_domain.png", "figures/confusion_target.png"} <= figures
+    assert run.data.tags["selection"] == "last"
+
+
+class Spy(Adda):
+    """ADDA, keeping a copy of the source network when adaptation starts."""
+
+    name = "adda-spy"
+    seen: dict = {}
+
+    def train_step(self, ctx, batch):
+        out = super().train_step(ctx, batch)
+        if self.adapting and "source" not in Spy.seen:
+            Spy.seen["source"] = {k: v.clone() for k, v in self.net.state_dict().items()}
+        Spy.seen["method"] = self
+        return out
+
+
+def test_adda_freezes_the_source_and_moves_the_target_encoder() -> None:
+    Spy.seen.clear()
+    overrides = [*SMALL, ("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0")]
+    with registered(MethodsPlugin(Spy), name="spy"):
+        result = quiet(RunRequest("adda-spy", overrides=overrides))
+    assert result.status == "FINISHED"
+    method = Spy.seen["method"]
+    after = method.net.state_dict()
+    for key, before in Spy.seen["source"].items():
+        assert torch.equal(before, after[key]), f"source parameter {key} changed during adaptation"
+    source_conv = method.net.features[0].weight
+    target_conv = method.target[0].weight
+    assert not torch.equal(source_conv, target_conv)  # the target encoder was trained
+
+
+def test_adda_can_start_from_a_finished_baseline_run(client) -> None:
+    base = quiet(RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")]))
+    adda = quiet(
+        RunRequest("adda", overrides=[*SMALL, ("epochs", "1"), ("source_run", base.run_id), ("tsne_points", "0")])
+    )
+    assert adda.status == "FINISHED"
+    # The frozen source network is the baseline's: it labels source test images exactly as well.
+    assert adda.metrics["source_acc"] == pytest.approx(base.metrics["source_acc"])
+
+
+def test_adda_config_errors_are_one_line() -> None:
+    from runner.errors import Hw3Error
+
+    with pytest.raises(Hw3Error, match="leaves no epoch of adaptation"):
+        quiet(RunRequest("adda", overrides=[*SMALL, ("epochs", "2"), ("pretrain_epochs", "2")]))
+    with pytest.raises(Hw3Error, match="source_run=nosuch: no logged model"):
+        quiet(RunRequest("adda", overrides=[*SMALL, ("epochs", "1"), ("source_run", "nosuch")]))

@@ -107,6 +107,9 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: auto].")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (shorthand for --set epochs=N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (shorthand for --set seed=N).")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds, such as 0,1,2: a child run each under one parent run.")
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="KEY=VALUE config override; repeatable (`hw3 show METHOD` lists keys)."),
@@ -140,6 +143,8 @@ def run(
     overrides = parse_set(set_ or [])
     overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
     req = RunRequest(method, pair, dataset, preset, overrides, experiment, run_name, data_root, resume)
+    if seeds is not None:
+        return _run_seeds(req, seeds)
     try:
         result = execute(req, console)
     except Hw3Error as exc:
@@ -164,6 +169,38 @@ def run(
             f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)",
             highlight=False,
         )
+
+
+@app.command()
+@one_line_errors
+def report(
+    protocol: Annotated[
+        str, typer.Option(help="Checkpoint selection: last, source_val, im, or oracle (uses target labels).")
+    ] = "last",
+    pair: Annotated[list[str] | None, typer.Option(help="Only these SOURCE:TARGET pairs; repeatable.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for report.md and the t-SNE figures.")] = Path("hw3-report"),
+) -> None:
+    """The report's table from MLflow: source only, DANN, ADDA, ..., target only, one column per pair."""
+    from runner.report import build, rich_table, write
+
+    rep = build(protocol, pair)
+    console.print(rich_table(rep))
+    path = write(rep, out)
+    console.print(f"wrote {path} (runs behind each cell are listed there)", highlight=False)
+
+
+@app.command()
+@one_line_errors
+def tsne(
+    run_id: Annotated[str, typer.Argument(help="A finished adaptation run (MLflow run ID).")],
+    points: Annotated[int, typer.Option(help="Source + target test points.")] = 2000,
+    data_root: Annotated[str | None, typer.Option(help="Folder holding dataset files, if the run used one.")] = None,
+) -> None:
+    """t-SNE of a finished run's features, by class and by domain, logged to the run as figures."""
+    from runner.posthoc import tsne_for_run
+
+    paths = tsne_for_run(run_id, points, data_root)
+    console.print("logged " + ", ".join(paths) + f" to run {run_id}", highlight=False)
 
 
 data_app = typer.Typer(help="Datasets: where they come from, what is in them, and their cache.", no_args_is_help=True)
@@ -241,6 +278,34 @@ def data_show(
 
     path = show(name, data_root, out or Path(f"{name.strip('/').replace('/', '_')}.png"), per_class, console)
     console.print(f"wrote {path}", highlight=False)
+
+
+def _run_seeds(req: Any, seeds: str) -> None:
+    from rich.table import Table
+
+    from runner.run import execute_seeds
+
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise Hw3Error(f"--seeds {seeds!r}: write whole numbers separated by commas, such as 0,1,2") from None
+    if not values:
+        raise Hw3Error("--seeds needs at least one seed, such as 0,1,2")
+    result = execute_seeds(req, values, console)
+    t = Table(title=f"{req.method}: {len(values)} seeds (parent run {result.parent_run_id})", title_justify="left")
+    for col in ("seed", "run", "target acc", "source acc"):
+        t.add_column(col)
+    for seed, child in zip(values, result.children, strict=True):
+        t.add_row(
+            str(seed),
+            child.run_id,
+            f"{child.metrics.get('target_acc', float('nan')):.2%}",
+            f"{child.metrics.get('source_acc', float('nan')):.2%}",
+        )
+    console.print(t)
+    mean, std = result.summary.get("target_acc/mean"), result.summary.get("target_acc/std")
+    if mean is not None:
+        console.print(f"[bold green]target acc {mean:.2%} ± {std:.2%}[/] (mean ± std over seeds {seeds})")
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ BUILTIN_MODULES = {
     "baseline": "plugins.methods.baseline",
     "dann": "plugins.methods.dann",
     "adda": "plugins.methods.adda",
+    "selfens": "plugins.methods.selfens",
     **{n: f"plugins.datasets.{n}" for n in ("mnist", "mnistm", "svhn", "usps", "syndigits", "faces", "folder")},
 }
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("hw3_"))

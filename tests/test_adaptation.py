@@ -145,3 +145,72 @@ def test_adda_config_errors_are_one_line() -> None:
         quiet(RunRequest("adda", overrides=[*SMALL, ("epochs", "2"), ("pretrain_epochs", "2")]))
     with pytest.raises(Hw3Error, match="source_run=nosuch: no logged model"):
         quiet(RunRequest("adda", overrides=[*SMALL, ("epochs", "1"), ("source_run", "nosuch")]))
+
+
+def test_seeds_make_child_runs_under_a_parent_with_mean_and_std(client) -> None:
+    import io
+
+    from rich.console import Console
+
+    from runner.run import execute_seeds
+
+    req = RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")], run_name="seeded")
+    result = execute_seeds(req, [0, 1], Console(file=io.StringIO()))
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["hw3.seeds"] == "0,1"
+    children = [client.get_run(c.run_id) for c in result.children]
+    assert [c.data.tags["mlflow.parentRunId"] for c in children] == [result.parent_run_id] * 2
+    assert [c.data.params["seed"] for c in children] == ["0", "1"]
+    accs = [c.metrics["target_acc"] for c in result.children]
+    assert parent.data.metrics["target_acc/mean"] == pytest.approx(sum(accs) / 2)
+    assert parent.data.metrics["target_acc/std"] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+
+
+def test_report_builds_the_table_from_runs_and_writes_markdown(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'report.db'}")
+    small = [*SMALL, ("epochs", "1"), ("tsne_points", "100")]
+    runs = {
+        "source": quiet(RunRequest("baseline", overrides=small)),
+        "target": quiet(RunRequest("baseline", overrides=[*small, ("train_on", "target")])),
+        "dann": quiet(RunRequest("dann", overrides=small)),
+    }
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| method | mnist → mnistm |" in text and "the last epoch" in text
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| ")
+    }
+    assert rows["source only"] == f"{100 * runs['source'].metrics['target_acc']:.2f} (1 run)"
+    assert rows["target only"] == f"{100 * runs['target'].metrics['target_acc']:.2f} (1 run)"
+    assert rows["DANN"].endswith("(1 run)")
+    assert runs["dann"].run_id in text
+    assert (tmp_path / "rep" / "mnist-mnistm_dann_tsne_domain.png").exists()
+    result = CliRunner().invoke(app, ["report", "--protocol", "oracle", "--out", str(tmp_path / "rep2")])
+    assert result.exit_code == 0 and "uses target labels" in (tmp_path / "rep2" / "report.md").read_text()
+    assert CliRunner().invoke(app, ["report", "--protocol", "best"]).exit_code == 1
+
+
+def test_tsne_for_a_finished_run_is_logged_to_it(client) -> None:
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    run = quiet(RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")]))
+    assert not any(a.path.startswith("figures/tsne") for a in client.list_artifacts(run.run_id, "figures"))
+    result = CliRunner().invoke(app, ["tsne", run.run_id, "--points", "200"])
+    assert result.exit_code == 0, result.output
+    paths = {a.path for a in client.list_artifacts(run.run_id, "figures")}
+    assert {"figures/tsne_class.png", "figures/tsne_domain.png"} <= paths
+
+
+def test_selfens_teacher_follows_the_student_and_is_evaluated(client) -> None:
+    result = quiet(RunRequest("selfens", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")]))
+    assert result.status == "FINISHED"
+    metrics = client.get_run(result.run_id).data.metrics
+    assert "step/loss/consistency" in metrics and "train/confident" in metrics
+    assert 0.0 <= metrics["train/confident"] <= 1.0

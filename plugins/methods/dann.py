@@ -32,7 +32,9 @@ class DannConfig:
         "separate", "batch-norm statistics from one joint source+target batch, or per domain"
     )
     disc_norm: Literal["bn", "dropout", "none"] = option("bn", "what follows each domain-classifier layer")
-    disc_hidden: int = option(0, "domain-classifier width (0: the paper's, 100 for mnist, 1024x2 for svhn)")
+    disc_hidden: int = option(
+        0, "domain classifier: 0 for the paper's (100, or 1024x2 for svhn), N for two layers of N"
+    )
 
 
 def grl_lambda(progress: float, weight: float, ramp: bool) -> float:

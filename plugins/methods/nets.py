@@ -51,11 +51,12 @@ def label_head(arch: str, in_features: int, n_classes: int, batch_norm: bool = T
 
 
 def domain_head(arch: str, in_features: int, norm: str = "bn", hidden: int = 0) -> nn.Module:
-    """The domain classifier: the paper's 100 -> 1 (MNIST) or 1024 -> 1024 -> 1 (SVHN) layers.
+    """The domain classifier: the paper's 100 -> 1 (MNIST) or 1024 -> 1024 -> 1 (SVHN) layers, or
+    two hidden layers of `hidden` units.
 
     `norm` is what follows each hidden layer: "bn", "dropout" (p = 0.5) or "none".
     """
-    widths = (hidden,) if hidden else ((100,) if arch == "mnist" else (1024, 1024))
+    widths = (hidden, hidden) if hidden else ((100,) if arch == "mnist" else (1024, 1024))
     layers: list[nn.Module] = []
     for width in widths:
         layers += [nn.Linear(in_features, width)]

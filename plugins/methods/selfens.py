@@ -1,0 +1,130 @@
+"""`selfens`: self-ensembling for visual domain adaptation (French, Mackiewicz & Fisher, ICLR 2018).
+
+A mean-teacher method: a student learns from augmented source images and their labels, and is
+pulled towards the predictions a teacher (an exponential moving average of the student) makes
+on differently augmented target images, counted only where the teacher is confident. A class
+balance term keeps the student's target predictions from collapsing onto a few classes. The
+teacher is the model that is evaluated and logged.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from plugins.methods.common import AdaptMethod
+from runner import hookimpl, option
+
+
+@dataclass
+class SelfEnsConfig:
+    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
+    batch_norm: bool = option(True, "batch norm in the network")
+    lr: float = option(1e-3, "Adam learning rate of the student")
+    weight_decay: float = option(0.0, "L2 weight decay")
+    ema: float = option(0.99, "teacher = ema * teacher + (1 - ema) * student, after every step")
+    consistency_weight: float = option(3.0, "weight of the student-teacher consistency on target images")
+    confidence: float = option(0.968, "teacher confidence above which a target image counts (the paper's 0.968)")
+    balance_weight: float = option(0.005, "weight of the class balance loss on target predictions")
+    augment: bool = option(True, "random affine, intensity scale/offset/inversion and noise on both domains")
+
+
+def augment(x: Any, generator: Any) -> Any:
+    """Per-image random affine (rotation ±10°, scale 0.9-1.1, shift ±2 px), intensity scale and
+    offset per channel, inversion (p = 0.5) and Gaussian noise (sigma 0.1), on images in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, _ = x.shape
+    dev = x.device
+
+    def u(*shape: int, lo: float = -1.0, hi: float = 1.0) -> Any:
+        return (torch.rand(*shape, generator=generator) * (hi - lo) + lo).to(dev)
+
+    angle = u(n) * math.radians(10)
+    scale = u(n, lo=0.9, hi=1.1)
+    shift = u(n, 2) * (2.0 * 2 / h)
+    theta = torch.stack(
+        [
+            torch.stack([torch.cos(angle) / scale, -torch.sin(angle) / scale, shift[:, 0]], 1),
+            torch.stack([torch.sin(angle) / scale, torch.cos(angle) / scale, shift[:, 1]], 1),
+        ],
+        1,
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1  # pad with the image's black
+    flip = torch.where(u(n, 1, 1, 1, lo=0, hi=1) < 0.5, -1.0, 1.0)
+    x = x * flip * u(n, c, 1, 1, lo=0.5, hi=1.5) + u(n, c, 1, 1, lo=-0.3, hi=0.3)
+    noise = torch.randn(x.shape, generator=generator).to(dev) * 0.1
+    return (x + noise).clamp(-1.5, 1.5)
+
+
+class SelfEnsembling(AdaptMethod):
+    name = "selfens"
+    description = "self-ensembling mean teacher with confidence thresholding (French et al. 2018)"
+    Config = SelfEnsConfig
+
+    def setup(self, ctx: Any) -> None:
+        import torch
+
+        c = self.config
+        self.net = self.build_net(ctx, c.arch, c.batch_norm)  # the student
+        self.teacher = copy.deepcopy(self.net)
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        # Augmentation draws from its own generator, so a resumed run sees the same images.
+        self.aug_gen = torch.Generator().manual_seed(ctx.settings.seed + 12345)
+
+    def classifier(self) -> Any:
+        return self.teacher
+
+    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        c = self.config
+        xs, ys = batch["source"]
+        xt, _ = batch["target"]
+        aug = (lambda x: augment(x, self.aug_gen)) if c.augment else (lambda x: x)
+        xs_a, xt_student, xt_teacher = aug(xs), aug(xt), aug(xt)
+        with ctx.autocast():
+            logits_s = self.net(xs_a)
+            cls_loss = F.cross_entropy(logits_s.float(), ys)
+            p_student = self.net(xt_student).float().softmax(1)
+            with torch.no_grad():
+                self.teacher.train()  # target batch statistics, as the student sees them
+                p_teacher = self.teacher(xt_teacher).float().softmax(1)
+            mask = (p_teacher.max(1).values > c.confidence).float()
+            consistency = (((p_student - p_teacher) ** 2).sum(1) * mask).mean()
+            mean_pred = p_student.mean(0)
+            uniform = torch.full_like(mean_pred, 1.0 / mean_pred.numel())
+            balance = F.binary_cross_entropy(mean_pred.clamp(1e-6, 1 - 1e-6), uniform)
+            loss = cls_loss + c.consistency_weight * consistency + c.balance_weight * balance
+        ctx.optimize(loss, self.opt)
+        with torch.no_grad():  # the teacher follows the student
+            for t, s in zip(self.teacher.parameters(), self.net.parameters(), strict=True):
+                t.mul_(c.ema).add_(s.detach(), alpha=1 - c.ema)
+            for t, s in zip(self.teacher.buffers(), self.net.buffers(), strict=True):
+                t.copy_(s)
+            stats = torch.stack(
+                [loss.detach(), cls_loss.detach(), consistency.detach(), mask.mean(),
+                 (logits_s.argmax(1) == ys).float().mean()]
+            ).tolist()  # fmt: skip
+        return {"loss": stats[0], "loss/cls": stats[1], "loss/consistency": stats[2], "confident": stats[3],
+                "acc": stats[4]}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "aug_gen": self.aug_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.aug_gen.set_state(state.pop("aug_gen"))
+        super().load_state_dict(state)
+
+
+@hookimpl
+def hw3_register_methods(register: Any) -> None:
+    register(SelfEnsembling)

@@ -190,3 +190,11 @@ def test_hooks_may_take_a_subset_of_their_arguments_and_add_commands() -> None:
     manager.add_commands(app)
     result = CliRunner().invoke(app, ["hello", "--name", "hw3"])
     assert result.exit_code == 0 and result.stdout.strip() == "hello hw3"
+
+
+def test_every_hook_is_in_the_plugin_authors_reference() -> None:
+    from runner.plugins import HOOK_NAMES
+
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    missing = [h for h in HOOK_NAMES if f"`{h}`" not in reference]
+    assert not missing, f"docs/plugins.md lacks {missing}"

@@ -95,7 +95,7 @@ class SelfEnsembling(AdaptMethod):
             cls_loss = F.cross_entropy(logits_s.float(), ys)
             p_student = self.net(xt_student).float().softmax(1)
             with torch.no_grad():
-                self.teacher.train()  # target batch statistics, as the student sees them
+                self.teacher.train()  # normalise with this target batch; update target running stats
                 p_teacher = self.teacher(xt_teacher).float().softmax(1)
             mask = (p_teacher.max(1).values > c.confidence).float()
             consistency = (((p_student - p_teacher) ** 2).sum(1) * mask).mean()
@@ -107,8 +107,8 @@ class SelfEnsembling(AdaptMethod):
         with torch.no_grad():  # the teacher follows the student
             for t, s in zip(self.teacher.parameters(), self.net.parameters(), strict=True):
                 t.mul_(c.ema).add_(s.detach(), alpha=1 - c.ema)
-            for t, s in zip(self.teacher.buffers(), self.net.buffers(), strict=True):
-                t.copy_(s)
+            # The teacher's batch-norm statistics are its own, gathered on target batches only,
+            # so it classifies target images with target statistics.
             stats = torch.stack(
                 [loss.detach(), cls_loss.detach(), consistency.detach(), mask.mean(),
                  (logits_s.argmax(1) == ys).float().mean()]

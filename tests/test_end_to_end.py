@@ -55,7 +55,13 @@ def test_cli_run_lands_in_mlflow_with_params_curves_figures_and_model(client) ->
     assert len(client.get_metric_history(run_id, "step/loss")) >= 5
     assert "target_class_acc/7" in run.data.metrics
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert figures == {"figures/curves.png", "figures/confusion_target.png", "figures/confusion_source.png"}
+    assert figures == {
+        "figures/curves.png",
+        "figures/confusion_target.png",
+        "figures/confusion_source.png",
+        "figures/tsne_class.png",
+        "figures/tsne_domain.png",
+    }
     png = Path(client.download_artifacts(run_id, "figures/confusion_target.png")).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     config = client.download_artifacts(run_id, "config.json")

@@ -30,6 +30,7 @@ class AddaConfig:
     lr_target: float = option(2e-4, "Adam learning rate of the target encoder (the paper's 0.0002)")
     lr_disc: float = option(2e-4, "Adam learning rate of the discriminator")
     disc_hidden: int = option(500, "width of the discriminator's two hidden layers (the paper's 500)")
+    augment: bool = option(False, "random affine, intensity and inversion augmentation of both domains' images")
 
 
 class Composed(nn.Module):
@@ -70,6 +71,7 @@ class Adda(AdaptMethod):
         self.opt_target = torch.optim.Adam(self.target.parameters(), lr=c.lr_target, betas=betas)
         self.opt_disc = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_disc, betas=betas)
         self.adapting = bool(c.source_run)
+        self.start_augmenting(ctx)
 
     def classifier(self) -> nn.Module:
         return Composed(self.target, self.net.head) if self.adapting else self.net
@@ -83,6 +85,7 @@ class Adda(AdaptMethod):
 
         xs, ys = batch["source"]
         xt, _ = batch["target"]
+        xs, xt = self.aug(xs), self.aug(xt)
         if not self.adapting and ctx.epoch < self.config.pretrain_epochs:
             with ctx.autocast():
                 logits = self.net(xs)
@@ -113,7 +116,7 @@ class Adda(AdaptMethod):
         return {"loss/disc": d_value, "loss/target": g_value, "domain_acc": acc_value}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "adapting": self.adapting}
+        return {**super().state_dict(), "adapting": self.adapting}  # AdaptMethod adds the augmentation state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)

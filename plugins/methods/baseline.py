@@ -22,6 +22,7 @@ class BaselineConfig:
     lr: float = option(1e-3, "learning rate")
     weight_decay: float = option(5e-4, "L2 weight decay")
     lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
+    augment: bool = option(False, "random affine, intensity and inversion augmentation of the training images")
 
 
 class Baseline(AdaptMethod):
@@ -46,6 +47,7 @@ class Baseline(AdaptMethod):
         if c.lr_decay:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=ctx.total_steps)
         self.loss = nn.CrossEntropyLoss()
+        self.start_augmenting(ctx)
 
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch
@@ -55,6 +57,7 @@ class Baseline(AdaptMethod):
             x, y = parts[0].x, parts[0].y
         else:
             x, y = torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts])
+        x = self.aug(x)
         with ctx.autocast():
             logits = self.net(x)
             loss = self.loss(logits.float(), y)

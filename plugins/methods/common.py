@@ -18,6 +18,28 @@ class AdaptMethod(Method):
 
     kind = "adapt"
 
+    def start_augmenting(self, ctx: Any) -> None:
+        """Give `aug` its own random generator, so a resumed run draws the same augmentations."""
+        import torch
+
+        self.aug_gen = torch.Generator().manual_seed(ctx.settings.seed + 12345)
+
+    def aug(self, x: Any) -> Any:
+        """`x` augmented when the method's config says `augment = true`, else unchanged."""
+        from plugins.methods.augment import augment
+
+        return augment(x, self.aug_gen) if getattr(self.config, "augment", False) else x
+
+    def state_dict(self) -> dict[str, Any]:
+        gen = getattr(self, "aug_gen", None)
+        return {**super().state_dict(), **({"aug_gen": gen.get_state()} if gen is not None else {})}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "aug_gen" in state:
+            self.aug_gen.set_state(state.pop("aug_gen"))
+        super().load_state_dict(state)
+
     def build_net(self, ctx: Any, arch: str, batch_norm: bool) -> DigitClassifier:
         src = ctx.domains["source"]
         channels, size = src.train.images.shape[1], src.train.images.shape[-1]

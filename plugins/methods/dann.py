@@ -32,6 +32,7 @@ class DannConfig:
         "separate", "batch-norm statistics from one joint source+target batch, or per domain"
     )
     disc_norm: Literal["bn", "dropout", "none"] = option("bn", "what follows each domain-classifier layer")
+    augment: bool = option(False, "random affine, intensity and inversion augmentation of both domains' images")
     disc_hidden: int = option(
         0, "domain classifier: 0 for the paper's (100, or 1024x2 for svhn), N for two layers of N"
     )
@@ -58,6 +59,7 @@ class Dann(AdaptMethod):
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm)
         self.discriminator = ctx.prepare(domain_head(self.net.arch, self.net.feature_dim, c.disc_norm, c.disc_hidden))
+        self.start_augmenting(ctx)
         params = [*self.net.parameters(), *self.discriminator.parameters()]
         if c.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
@@ -78,6 +80,7 @@ class Dann(AdaptMethod):
                 group["lr"] = annealed_lr(c.lr, p)
         xs, ys = batch["source"]
         xt, _ = batch["target"]
+        xs, xt = self.aug(xs), self.aug(xt)
         with ctx.autocast():
             if c.bn_mode == "mixed":
                 f = self.net.features(torch.cat([xs, xt]))

@@ -10,7 +10,6 @@ teacher is the model that is evaluated and logged.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,36 +30,6 @@ class SelfEnsConfig:
     augment: bool = option(True, "random affine, intensity scale/offset/inversion and noise on both domains")
 
 
-def augment(x: Any, generator: Any) -> Any:
-    """Per-image random affine (rotation ±10°, scale 0.9-1.1, shift ±2 px), intensity scale and
-    offset per channel, inversion (p = 0.5) and Gaussian noise (sigma 0.1), on images in [-1, 1]."""
-    import torch
-    import torch.nn.functional as F
-
-    n, c, h, _ = x.shape
-    dev = x.device
-
-    def u(*shape: int, lo: float = -1.0, hi: float = 1.0) -> Any:
-        return (torch.rand(*shape, generator=generator) * (hi - lo) + lo).to(dev)
-
-    angle = u(n) * math.radians(10)
-    scale = u(n, lo=0.9, hi=1.1)
-    shift = u(n, 2) * (2.0 * 2 / h)
-    theta = torch.stack(
-        [
-            torch.stack([torch.cos(angle) / scale, -torch.sin(angle) / scale, shift[:, 0]], 1),
-            torch.stack([torch.sin(angle) / scale, torch.cos(angle) / scale, shift[:, 1]], 1),
-        ],
-        1,
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1  # pad with the image's black
-    flip = torch.where(u(n, 1, 1, 1, lo=0, hi=1) < 0.5, -1.0, 1.0)
-    x = x * flip * u(n, c, 1, 1, lo=0.5, hi=1.5) + u(n, c, 1, 1, lo=-0.3, hi=0.3)
-    noise = torch.randn(x.shape, generator=generator).to(dev) * 0.1
-    return (x + noise).clamp(-1.5, 1.5)
-
-
 class SelfEnsembling(AdaptMethod):
     name = "selfens"
     description = "self-ensembling mean teacher with confidence thresholding (French et al. 2018)"
@@ -75,8 +44,7 @@ class SelfEnsembling(AdaptMethod):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        # Augmentation draws from its own generator, so a resumed run sees the same images.
-        self.aug_gen = torch.Generator().manual_seed(ctx.settings.seed + 12345)
+        self.start_augmenting(ctx)
 
     def classifier(self) -> Any:
         return self.teacher
@@ -88,8 +56,7 @@ class SelfEnsembling(AdaptMethod):
         c = self.config
         xs, ys = batch["source"]
         xt, _ = batch["target"]
-        aug = (lambda x: augment(x, self.aug_gen)) if c.augment else (lambda x: x)
-        xs_a, xt_student, xt_teacher = aug(xs), aug(xt), aug(xt)
+        xs_a, xt_student, xt_teacher = self.aug(xs), self.aug(xt), self.aug(xt)
         with ctx.autocast():
             logits_s = self.net(xs_a)
             cls_loss = F.cross_entropy(logits_s.float(), ys)
@@ -115,14 +82,6 @@ class SelfEnsembling(AdaptMethod):
             ).tolist()  # fmt: skip
         return {"loss": stats[0], "loss/cls": stats[1], "loss/consistency": stats[2], "confident": stats[3],
                 "acc": stats[4]}  # fmt: skip
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "aug_gen": self.aug_gen.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        self.aug_gen.set_state(state.pop("aug_gen"))
-        super().load_state_dict(state)
 
 
 @hookimpl

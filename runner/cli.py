@@ -101,10 +101,10 @@ def show(
 def run(
     method: Annotated[str, typer.Argument(help="Method to run, such as baseline (see `hw3 list`).")],
     pair: Annotated[
-        str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation [default: mnist:mnistm].")
+        str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation (default: mnist:mnistm).")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods [default: mnist].")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps [default: auto].")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods (default: mnist).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: auto).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (shorthand for --set epochs=N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (shorthand for --set seed=N).")] = None,
     seeds: Annotated[
@@ -116,11 +116,11 @@ def run(
     ] = None,
     preset: Annotated[str | None, typer.Option(help="A named preset from registry.toml (`hw3 list`).")] = None,
     experiment: Annotated[
-        str | None, typer.Option(help="MLflow experiment [default: hw3-SOURCE-TARGET or hw3-DATASET].")
+        str | None, typer.Option(help="MLflow experiment (default: hw3-SOURCE-TARGET or hw3-DATASET).")
     ] = None,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name [default: METHOD-PAIR-seedN].")] = None,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: METHOD-PAIR-seedN).")] = None,
     data_root: Annotated[
-        str | None, typer.Option(help="Folder holding dataset files [default: $HW3_DATA_ROOT or ~/.cache/hw3].")
+        str | None, typer.Option(help="Folder holding dataset files (default: $HW3_DATA_ROOT or ~/.cache/hw3).")
     ] = None,
     resume: Annotated[
         str | None, typer.Option(help="Continue the MLflow run with this ID from its checkpoint.")
@@ -206,7 +206,7 @@ def tsne(
 data_app = typer.Typer(help="Datasets: where they come from, what is in them, and their cache.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 DataRoot = Annotated[
-    str | None, typer.Option(help="Folder holding dataset files [default: $HW3_DATA_ROOT or ~/.cache/hw3].")
+    str | None, typer.Option(help="Folder holding dataset files (default: $HW3_DATA_ROOT or ~/.cache/hw3).")
 ]
 
 
@@ -269,7 +269,7 @@ def data_prepare(
 @one_line_errors
 def data_show(
     name: Annotated[str, typer.Argument(help="Dataset name (see `hw3 data list`) or a folder path.")],
-    out: Annotated[Path | None, typer.Option(help="PNG file to write [default: NAME.png].")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG file to write (default: NAME.png).")] = None,
     per_class: Annotated[int, typer.Option(help="Images per class (one row per class).")] = 12,
     data_root: DataRoot = None,
 ) -> None:

@@ -81,7 +81,7 @@ def test_data_prepare_then_show(course_svhn: Path, tmp_path: Path) -> None:
 def test_data_errors_are_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "prepare", "svhn", "--data-root", str(tmp_path)])
     assert result.exit_code == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and "no SVHN data under" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "no svhn data under" in result.stderr
     result = runner.invoke(app, ["data", "prepare", "syndigits", "--download"])
     assert result.exit_code == 1 and "has no download" in result.stderr
 

@@ -251,7 +251,7 @@ def bad(name: str, root: Path, match: str) -> str:
 
 
 def test_missing_folder_says_where_it_looked_and_how_to_get_data(tmp_path: Path) -> None:
-    message = bad("svhn", tmp_path, "no SVHN data under")
+    message = bad("svhn", tmp_path, "no svhn data under")
     assert "svhn/train.csv" in message and "--download" in message and "syndigits" in message
 
 

@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from plugins.datasets.readers import course_folder, files_fingerprint, first_file, read_course, read_usps_bz2
-from runner import DatasetSpec, Split, hookimpl
+from plugins.datasets.digits import course_or_files
+from plugins.datasets.readers import read_usps_bz2
+from runner import hookimpl
 from runner.data import DataContext
-from runner.errors import DataError
-
-FILES = {"train": "usps.bz2", "test": "usps.t.bz2"}
-
-
-def bz2_files(ctx: DataContext) -> dict[str, Path] | None:
-    found = {s: first_file(ctx.root / "usps" / f, ctx.root / f) for s, f in FILES.items()}
-    return found if all(found.values()) else None  # type: ignore[return-value]
-
-
-def build(ctx: DataContext) -> dict[str, Split]:
-    folder = course_folder(ctx.root, "usps")
-    if folder is not None:
-        return read_course(folder, ctx, 1, 10, "usps")
-    files = bz2_files(ctx)
-    if files is not None:
-        return {s: read_usps_bz2(p) for s, p in files.items()}
-    raise DataError(
-        f"no USPS data under {ctx.root} (looked for usps/train.csv and usps/usps.bz2); "
-        "run `hw3 data prepare usps --download` where a network exists, or pass --data-root"
-    )
-
-
-def fingerprint(ctx: DataContext) -> str:
-    from plugins.datasets.readers import tree_fingerprint
-
-    folder = course_folder(ctx.root, "usps")
-    if folder is not None:
-        return f"course:{tree_fingerprint(folder)}"
-    return f"bz2:{files_fingerprint(list((bz2_files(ctx) or {}).values()))}"
-
-
-def origin(ctx: DataContext) -> str:
-    folder = course_folder(ctx.root, "usps")
-    if folder is not None:
-        return f"course folder {folder}"
-    files = bz2_files(ctx)
-    return f".bz2 files in {files['train'].parent}" if files else f"not found under {ctx.root}"
 
 
 def download(ctx: DataContext) -> None:
@@ -55,16 +17,13 @@ def download(ctx: DataContext) -> None:
         TorchUSPS(str(ctx.root / "usps"), train=train, download=True)
 
 
-USPS = DatasetSpec(
+USPS = course_or_files(
     name="usps",
-    description="USPS handwritten digits, 16x16 grey",
+    description="USPS handwritten digits, 16x16 grey (course folder or torchvision .bz2 files)",
     channels=1,
     size=16,
-    classes=tuple(str(d) for d in range(10)),
-    build=build,
-    fingerprint=fingerprint,
-    offline=lambda ctx: course_folder(ctx.root, "usps") is not None or bz2_files(ctx) is not None,
-    origin=origin,
+    files={"train": "usps.bz2", "test": "usps.t.bz2"},
+    read=read_usps_bz2,
     download=download,
 )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from plugins.methods.nets import DigitClassifier, FromUnitRange, pick_arch
@@ -54,17 +56,32 @@ class AdaptMethod(Method):
         """The feature extractor for `role` ("source" or "target"); ADDA has one per domain."""
         return self.classifier().features
 
-    def _eval_modules(self) -> list[Any]:
-        mods = [self.classifier(), self.encoder("source"), self.encoder("target"), getattr(self, "discriminator", None)]
-        return [m for m in mods if m is not None]
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Every network in eval mode for the block, then back to the mode it was in."""
+        modules = [
+            self.classifier(),
+            self.encoder("source"),
+            self.encoder("target"),
+            getattr(self, "discriminator", None),
+        ]
+        modes = [(m, m.training) for m in modules if m is not None]
+        for m, _ in modes:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m, mode in modes:
+                m.train(mode)
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
+
+        with self.evaluating():
+            return self._evaluate(ctx)
+
+    def _evaluate(self, ctx: Any) -> dict[str, float]:
         from runner.metrics import accuracy_metrics, collect, confusion, information_maximization
 
-        modules = self._eval_modules()
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
         net = self.classifier()
         out: dict[str, float] = {}
         feats = {}
@@ -86,22 +103,15 @@ class AdaptMethod(Method):
                 ps = disc(feats["source"].to(ctx.device)).flatten().cpu() < 0
                 pt = disc(feats["target"].to(ctx.device)).flatten().cpu() >= 0
             out["domain_acc"] = float(torch.cat([ps, pt]).float().mean())
-        for m, mode in zip(modules, modes, strict=True):
-            m.train(mode)
         return out
 
     def summarize(self, ctx: Any) -> dict[str, float]:
         """The proxy A-distance between source and target test features, once at the end."""
         from runner.metrics import collect, proxy_a_distance
 
-        modules = self._eval_modules()
-        modes = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        fs = collect(self.encoder("source"), ctx.domains["source"].test, ctx)
-        ft = collect(self.encoder("target"), ctx.domains["target"].test, ctx)
-        for m, mode in zip(modules, modes, strict=True):
-            m.train(mode)
+        with self.evaluating():
+            fs = collect(self.encoder("source"), ctx.domains["source"].test, ctx)
+            ft = collect(self.encoder("target"), ctx.domains["target"].test, ctx)
         return {"proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
 
     def figures(self, ctx: Any) -> dict[str, Any]:
@@ -114,13 +124,8 @@ class AdaptMethod(Method):
             title = f"{role} test: {dom.name} ({trained})"
             out[f"confusion_{role}.png"] = confusion_figure(ctx.extras[f"{role}_confusion"].numpy(), dom.classes, title)
         if ctx.settings.tsne_points > 0:
-            modules = self._eval_modules()
-            modes = [m.training for m in modules]
-            for m in modules:
-                m.eval()
-            out.update(tsne(self.encoder, ctx, f"{self.name} on {ctx.resolved.pair}"))
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
+            with self.evaluating():
+                out.update(tsne(self.encoder, ctx, f"{self.name} on {ctx.resolved.pair}"))
         return out
 
     def inference_model(self) -> Any:

@@ -12,16 +12,6 @@ if TYPE_CHECKING:
     from runner.engine import RunContext
 
 
-@torch.no_grad()
-def predict(forward: Callable[[torch.Tensor], torch.Tensor], split: Split, ctx: RunContext) -> torch.Tensor:
-    """Predicted classes of a whole split (the network must already be in eval mode)."""
-    out = []
-    for x, _ in ctx.eval_batches(split):
-        with ctx.autocast():
-            out.append(forward(x).argmax(1).cpu())
-    return torch.cat(out)
-
-
 def confusion(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> torch.Tensor:
     idx = true.cpu().long() * n_classes + pred.cpu().long()
     return torch.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)

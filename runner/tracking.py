@@ -180,9 +180,6 @@ class Tracker:
     def end(self, status: str) -> None:
         _retry(self.client.set_terminated, self.run_id, status=status)
 
-    def run_url(self) -> str:
-        return f"{self.uri.rstrip('/')}/#/experiments/-/runs/{self.run_id}" if self.uri.startswith("http") else ""
-
 
 def version_tags() -> dict[str, str]:
     import mlflow

@@ -46,6 +46,7 @@ class PluginInfo:
     builtin: bool
     hooks: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    api: str = ""  # the plugin API version the plugin says it needs (its HW3_API), if it says
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class PluginManager:
     ) -> PluginInfo:
         """Register a plugin object or module; errors are recorded on its `PluginInfo`."""
         info = PluginInfo(name, package, version, builtin)
+        wanted = getattr(plugin, "HW3_API", None)
+        if wanted is not None:
+            info.api = str(wanted)
         unknown = [
             attr
             for attr in dir(plugin)
@@ -125,6 +129,8 @@ class PluginManager:
         ]
         if name in self.infos and not self.infos[name].errors:
             info.errors.append(f"a plugin named '{name}' is already loaded from {self.infos[name].package}")
+        elif wanted is not None and (problem := api_problem(wanted)):
+            info.errors.append(problem)
         elif unknown:
             info.errors += [
                 f"unknown hook '{u}'{did_you_mean(u, HOOK_NAMES)}; hooks are: {', '.join(HOOK_NAMES)}" for u in unknown
@@ -258,6 +264,25 @@ class PluginManager:
         """One line per plugin error, for warnings on stderr."""
         self.methods(), self.datasets()
         return [f"plugin '{i.name}' ({i.package}): {e}" for i in self.infos.values() for e in i.errors]
+
+
+def api_problem(wanted: Any) -> str:
+    """Why a plugin declaring `HW3_API = wanted` cannot load into this hw3, or '' when it can.
+
+    The API version is one number, bumped only for incompatible changes, so a plugin loads
+    when its number equals ours. Features added within a version are asked for with a
+    dependency on a hw3 release instead (`dependencies = ["hw3>=0.2"]`).
+    """
+    from runner import PLUGIN_API_VERSION, __version__
+
+    text = str(wanted).strip()
+    if isinstance(wanted, bool) or not text.isdigit():
+        return f'HW3_API = {wanted!r} is not a plugin API version; write a whole number such as "{PLUGIN_API_VERSION}"'
+    if int(text) != int(PLUGIN_API_VERSION):
+        newer = int(text) > int(PLUGIN_API_VERSION)
+        fix = "upgrade hw3" if newer else "install a release of the plugin made for this hw3"
+        return f"needs plugin API {text}, but hw3 {__version__} provides plugin API {PLUGIN_API_VERSION}; {fix}"
+    return ""
 
 
 class PluginHookError(Hw3Error):

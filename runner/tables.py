@@ -67,11 +67,12 @@ def presets_table(registry: Registry) -> Table:
 def plugins_table(manager: PluginManager) -> Table:
     manager.methods(), manager.datasets()  # collect registration errors too
     t = Table(title=f"plugins (hw3 {__version__}, plugin API {PLUGIN_API_VERSION})", title_justify="left")
-    for col in ("name", "package", "version", "hooks", "error"):
+    for col in ("name", "package", "version", "api", "hooks", "error"):
         t.add_column(col, no_wrap=col in KEY_COLUMNS)
     for info in manager.infos.values():
         pkg = info.package + (" [dim](built-in)" if info.builtin else "")
-        t.add_row(info.name, pkg, info.version, "\n".join(info.hooks), "[red]" + "\n".join(info.errors))
+        hooks, errors = "\n".join(info.hooks), "[red]" + "\n".join(info.errors)
+        t.add_row(info.name, pkg, info.version, info.api, hooks, errors)
     return t
 
 

@@ -280,6 +280,30 @@ def data_show(
     console.print(f"wrote {path}", highlight=False)
 
 
+new_app = typer.Typer(help="Start something new from a template.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
+
+
+@new_app.command("plugin")
+@one_line_errors
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="Plugin and method name, such as my-method.")],
+    dir_: Annotated[Path, typer.Option("--dir", help="Folder to write the package folder NAME in.")] = Path("."),
+) -> None:
+    """Write a plugin package: pyproject.toml with the hw3 entry point, a working method, and tests.
+
+    Examples:
+
+      hw3 new plugin my-method && pip install ./my-method && pytest my-method
+    """
+    from runner.scaffold import new_plugin as write
+
+    path = write(name, dir_)
+    shown = path if path.is_absolute() else f"./{path}"  # so pip reads a path, not a package name
+    console.print(f"wrote {shown}: method '{name}' in package hw3-{name.replace('_', '-')}", highlight=False)
+    console.print(f"next: pip install {shown} && pytest {shown}", highlight=False)
+
+
 def _run_seeds(req: Any, seeds: str) -> None:
     from rich.table import Table
 

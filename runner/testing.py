@@ -305,13 +305,20 @@ def isolated(root: str | os.PathLike[str] | None = None) -> Iterator[Hw3TestEnv]
             shutil.rmtree(base, ignore_errors=True)
 
 
-def smoke_run(method: str, plugin: Any = None, *, name: str | None = None, **kwargs: Any) -> RunResult:
+def smoke_run(
+    method: str,
+    plugin: Any = None,
+    *,
+    name: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> RunResult:
     """Register `plugin` (if given) in a fresh sandbox and run `method` for one epoch there.
 
-    The sandbox's folder is kept (its path is in `result.tracking_uri`) so the run can still be
-    read back; `kwargs` are those of `Hw3TestEnv.run`.
+    The sandbox's folder (`root`, or a new temporary folder) is kept, so the run can still be
+    read back from `result.tracking_uri`; `kwargs` are those of `Hw3TestEnv.run`.
     """
-    with isolated(tempfile.mkdtemp(prefix="hw3-smoke-")) as env:
+    with isolated(root if root is not None else tempfile.mkdtemp(prefix="hw3-smoke-")) as env:
         if plugin is not None:
             env.register(plugin, name)
         return env.run(method, **kwargs)

@@ -121,11 +121,11 @@ def test_tiny_datasets_are_small_balanced_and_disjoint() -> None:
     assert not {bytes(x.numpy()) for x in first.images} & {bytes(x.numpy()) for x in second.images}
 
 
-def test_smoke_run_tracks_in_its_own_store_and_leaves_the_sessions_alone(client) -> None:
-    result = smoke_run("quick", MethodsPlugin(_Quick), name="quick-plugin")
+def test_smoke_run_tracks_in_its_own_store_and_leaves_the_sessions_alone(client, tmp_path: Path) -> None:
+    result = smoke_run("quick", MethodsPlugin(_Quick), name="quick-plugin", root=tmp_path / "smoke")
     assert result.status == "FINISHED" and result.resolved.pair == TINY_PAIR
     assert result.resolved.settings.epochs == 1 and result.resolved.settings.device == "cpu"
-    assert "target_acc" in result.metrics and result.tracking_uri != os.environ["MLFLOW_TRACKING_URI"]
+    assert "target_acc" in result.metrics and result.tracking_uri == f"sqlite:///{tmp_path / 'smoke' / 'mlflow.db'}"
     assert client.get_experiment_by_name("hw3-tiny-mnist-tiny-colour") is None
 
 

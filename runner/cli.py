@@ -304,6 +304,65 @@ def new_plugin(
     console.print(f"next: pip install {shown} && pytest {shown}", highlight=False)
 
 
+@app.command()
+@one_line_errors
+def sweep(
+    method: Annotated[str, typer.Argument(help="Method to sweep, such as dann (see `hw3 list`).")],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            metavar="KEY=V1,V2",
+            help="KEY=V1,V2,... config values to try; repeat for more keys (every combination runs). "
+            "`hw3 show METHOD` lists the keys.",
+        ),
+    ],
+    pair: Annotated[
+        str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation (default: mnist:mnistm).")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods (default: mnist).")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds, such as 0,1,2: each setting runs once per seed.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE override for every run; repeatable.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="A named preset from registry.toml (`hw3 list`).")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="MLflow experiment (default: sweep-SOURCE-TARGET or sweep-DATASET).")
+    ] = None,
+    data_root: Annotated[
+        str | None, typer.Option(help="Folder holding dataset files (default: $HW3_DATA_ROOT or ~/.cache/hw3).")
+    ] = None,
+) -> None:
+    """Run METHOD for every combination of --grid values (and every seed) as child runs of one
+    MLflow parent run, then print the primary metric per setting (mean ± std over seeds).
+
+    Every key and value is checked before the first run starts, as `hw3 run --set` checks them.
+
+    A failed run does not stop the others (the command then exits 1); Ctrl-C marks the parent KILLED.
+
+    Examples:
+
+      hw3 sweep dann --grid lr=0.001,0.01 --seeds 0,1,2     # 6 runs
+
+      hw3 sweep baseline --grid lr=0.001,0.01 --grid batch_size=32,64 --set epochs=3
+
+      hw3 sweep baseline --pair svhn:mnist --grid weight_decay=0,0.0005 --set epochs=5
+    """
+    from runner.config import parse_set
+    from runner.run import RunRequest
+    from runner.sweep import parse_grid, parse_seeds, rich_table, run_sweep
+
+    req = RunRequest(method, pair, dataset, preset, parse_set(set_ or []), experiment, None, data_root)
+    values = parse_grid(grid)
+    result = run_sweep(req, values, parse_seeds(seeds) if seeds is not None else None, console)
+    console.print(rich_table(result))
+    console.print(f"parent run {result.parent_run_id} in experiment {result.experiment}", highlight=False)
+    if result.failed:
+        runs = sum(r.planned for r in result.rows)
+        raise Hw3Error(f"{result.failed} of {runs} runs failed (their errors are above and in sweep.json)")
+
+
 def _run_seeds(req: Any, seeds: str) -> None:
     from rich.table import Table
 

@@ -68,6 +68,42 @@ def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
             delay *= 2
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """A tracking server that does not answer is one clear error now, before any data or training,
+    rather than MLflow's own retries, which go on for minutes."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urlsplit(uri)
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()  # never print a password
+    try:
+        urllib.request.urlopen(shown.rstrip("/") + "/health", timeout=timeout).close()
+        return
+    except urllib.error.HTTPError:
+        return  # it answered (perhaps behind auth, or a proxy without /health): MLflow takes over
+    except urllib.error.URLError as exc:
+        reason: object = exc.reason
+    except (OSError, ValueError) as exc:  # a timeout after connecting; a malformed address
+        reason = exc
+    if isinstance(reason, ssl.SSLError):
+        return  # TLS is MLflow's business (MLFLOW_TRACKING_SERVER_CERT_PATH, ...); the server is up
+    why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+    start = "start the server"
+    if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port:
+        start = f"start it (mlflow server --host {parts.hostname} --port {parts.port})"
+    raise Hw3Error(
+        f"cannot reach the MLflow tracking server {shown} ({why.lower()}): {start}, "
+        f"or unset MLFLOW_TRACKING_URI to log to the local {DEFAULT_URI}"
+    )
+
+
 class Tracker:
     """A thin layer over `MlflowClient`, addressed by run ID (no global active run)."""
 
@@ -77,6 +113,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = uri or tracking_uri()
+        check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.run_id = ""
         with _store_lock(self.uri):
@@ -133,10 +170,11 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
-    def set_tags(self, tags: dict[str, str]) -> None:
+    def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
         from mlflow.entities import RunTag
 
-        _retry(self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        _retry(self.client.log_batch, run_id or self.run_id, tags=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -166,7 +204,8 @@ class Tracker:
         from runner import __version__
 
         buf = io.StringIO()  # mlflow prints signature warnings; keep the terminal clean
-        with mlflow.start_run(run_id=self.run_id), _redirect(buf):
+        # Redirect outside the run: ending it prints a "View run" link for a server, and end() prints one too.
+        with _redirect(buf), mlflow.start_run(run_id=self.run_id):
             mlflow.pytorch.log_model(
                 model.cpu().eval(),
                 name="model",

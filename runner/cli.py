@@ -42,13 +42,14 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.command("list")
 @one_line_errors
 def list_() -> None:
-    """Methods, datasets, named pairs and presets, and which package brings each."""
+    """Methods, datasets, named pairs, presets and suites, and which package brings each."""
     from runner.config import load_registry
     from runner.plugins import get_manager
-    from runner.tables import datasets_table, methods_table, pairs_table, presets_table
+    from runner.tables import datasets_table, methods_table, pairs_table, presets_table, suites_table
 
     manager, registry = get_manager(), load_registry()
-    for table in (methods_table(manager), datasets_table(manager), pairs_table(registry), presets_table(registry)):
+    tables = (methods_table(manager), datasets_table(manager), pairs_table(registry), presets_table(registry))
+    for table in (*tables, suites_table(registry)):
         console.print(table)
 
 
@@ -125,6 +126,12 @@ def run(
     resume: Annotated[
         str | None, typer.Option(help="Continue the MLflow run with this ID from its checkpoint.")
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Data-parallel processes started through torchrun (gloo on the CPU, NCCL on GPUs); one run."
+        ),
+    ] = 1,
 ) -> None:
     """Train and evaluate METHOD, logging params, curves, figures and the model to MLflow.
 
@@ -135,8 +142,16 @@ def run(
       hw3 run baseline --set train_on=target            # the target-only upper bound
 
       hw3 run baseline --pair mnist:mnistm --epochs 3 --device cuda
+
+      hw3 run dann --nproc 2                            # two processes, gradients averaged
     """
+    from runner import distributed
     from runner.config import parse_set
+
+    if nproc > 1 and not distributed.under_launcher():
+        if seeds is not None:
+            raise Hw3Error("--nproc runs one run at a time; drop --seeds, or loop over --seed N yourself")
+        raise typer.Exit(distributed.launch(nproc, distributed.without_option(sys.argv[1:], "--nproc")))
     from runner.progress import fmt_metrics
     from runner.run import RunRequest, execute
 
@@ -153,15 +168,22 @@ def run(
                 f"[yellow]{exc}[/]; the run is marked KILLED. Resume it with: hw3 run {method} --resume <RUN_ID>"
             )
         raise
+    if not distributed.is_main_process():
+        return  # rank 0 prints the summary for the group
     from runner.plugins import get_manager
 
     primary = get_manager().method(method).primary_metric
     value = result.metrics.get(primary)
-    headline = f"{value:.2%}" if value is not None and primary.endswith("acc") else f"{value}"
+    headline = "not measured"
+    if value is not None:
+        headline = f"{value:.2%}" if primary.endswith("acc") else f"{value:.4g}"
     console.print(
         f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs"
     )
     console.print(fmt_metrics(result.metrics), highlight=False)
+    quality = {k.removeprefix("quality/"): v for k, v in result.metrics.items() if k.startswith("quality/")}
+    if quality:
+        console.print("quality  " + fmt_metrics(quality), highlight=False)
     console.print(f"run {result.run_id} in experiment {result.experiment} ({result.status})", highlight=False)
     console.print(f"tracking {result.tracking_uri}; checkpoint {result.checkpoint}", highlight=False)
     if result.tracking_uri.startswith("sqlite:"):
@@ -191,6 +213,40 @@ def report(
 
 @app.command()
 @one_line_errors
+def reproduce(
+    suite: Annotated[str, typer.Argument(help="A suite from registry.toml (`hw3 list` shows them).")] = "report",
+    data_root: Annotated[
+        str | None, typer.Option(help="Folder holding dataset files (default: embedded data where there is some).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: reports/SUITE).")] = None,
+    preset: Annotated[str | None, typer.Option(help="A preset applied to every run, such as quick.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE for every run of the suite; repeatable.")
+    ] = None,
+) -> None:
+    """Every run of a suite (by default the whole course report), then one report folder.
+
+    Run it again after an interruption: finished runs are reused, an interrupted one resumes
+    from its checkpoint, and only what is missing runs.
+
+    Examples:
+
+      hw3 reproduce                                     # embedded data, about 15 minutes on 2 CPU cores
+
+      hw3 reproduce course --data-root ~/hw3-data       # the course's SVHN, MNIST-M and faces
+    """
+    from runner.config import parse_set
+    from runner.reproduce import reproduce as run_suite
+
+    page, outcomes = run_suite(suite, preset, parse_set(set_ or []), data_root, out, console)
+    failed = [o for o in outcomes if o.status == "FAILED"]
+    console.print(f"\nwrote {page} and {page.with_suffix('.md')}", highlight=False)
+    if failed:
+        raise Hw3Error(f"{len(failed)} run(s) failed ({', '.join(o.item.key for o in failed)}); run again to retry")
+
+
+@app.command()
+@one_line_errors
 def tsne(
     run_id: Annotated[str, typer.Argument(help="A finished adaptation run (MLflow run ID).")],
     points: Annotated[int, typer.Option(help="Source + target test points.")] = 2000,
@@ -201,6 +257,31 @@ def tsne(
 
     paths = tsne_for_run(run_id, points, data_root)
     console.print("logged " + ", ".join(paths) + f" to run {run_id}", highlight=False)
+
+
+@app.command()
+@one_line_errors
+def sample(
+    run_id: Annotated[str, typer.Argument(help="A finished gan or acgan run (MLflow run ID).")],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 64,
+    label: Annotated[
+        str | None, typer.Option(help="Conditional runs: the label to draw, by index or name (such as 3 or Smiling).")
+    ] = None,
+    out: Annotated[str, typer.Option(help="Picture to write (.png or .jpg).")] = "samples.png",
+    seed: Annotated[int, typer.Option(help="Seed of the noise vectors.")] = 0,
+) -> None:
+    """Draw images from a finished run's logged generator into one grid picture.
+
+    Examples:
+
+      hw3 sample RUN_ID --n 64 --out grid.png
+
+      hw3 sample RUN_ID --label 7 --out sevens.png          # an acgan run on digits
+    """
+    from runner.sampling import sample_run
+
+    path = sample_run(run_id, n, out, label, seed)
+    console.print(f"wrote {n} samples from run {run_id} to {path}", highlight=False)
 
 
 data_app = typer.Typer(help="Datasets: where they come from, what is in them, and their cache.", no_args_is_help=True)

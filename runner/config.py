@@ -38,6 +38,7 @@ class RunSettings:
         "fp32", "autocast dtype on CUDA; fp16 adds a gradient scaler (the CPU always uses fp32)"
     )
     channels_last: bool = option(False, "channels-last memory format on CUDA (faster convolutions)")
+    compile: bool = option(False, "torch.compile each network (for GPUs; the first steps are slow while it compiles)")
     image_size: int = option(0, "side both domains are resized to; 0 keeps the first dataset's size")
     channels: int = option(0, "channels both domains are converted to (1 or 3); 0 takes the largest")
     train_subset: int = option(0, "train on only this many images per domain (0: all); quick checks")
@@ -58,6 +59,7 @@ class Registry:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    suites: dict[str, dict[str, Any]] = field(default_factory=dict)  # `hw3 reproduce SUITE`
     default_pair: str = "mnist:mnistm"
     default_dataset: str = "mnist"
 
@@ -93,7 +95,7 @@ def load_registry(path: Path | None = None) -> Registry:
         # A user's own settings, pairs, presets and folder datasets, without editing the package.
         user = Path(os.environ["HW3_REGISTRY"]).expanduser()
         raw, path = _merge(raw, _read_toml(user)), user
-    tables = {"defaults", "methods", "datasets", "pairs", "presets"}
+    tables = {"defaults", "methods", "datasets", "pairs", "presets", "suites"}
     scalars = {"default_pair", "default_dataset"}
     for key in raw:
         if key not in tables | scalars:

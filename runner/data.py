@@ -241,15 +241,26 @@ class BatchStream:
     same batches an uninterrupted run would have drawn.
     """
 
-    def __init__(self, split: Split, batch_size: int, seed: int, labels: bool, channels_last: bool = False):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        labels: bool,
+        channels_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         import torch
 
-        if len(split) < batch_size:
+        if len(split) < batch_size * world:
             raise DataError(
-                f"a training split has {len(split)} images, fewer than batch_size={batch_size}; "
-                "lower it with --set batch_size=N"
+                f"a training split has {len(split)} images, fewer than batch_size={batch_size} x {world} "
+                "process(es); lower it with --set batch_size=N"
             )
         self.split, self.batch_size, self.labels = split, batch_size, labels
+        # Distributed: every process shuffles alike and takes its own slice of each global batch.
+        self.rank, self.world = rank, world
         self.channels_last = channels_last
         self.generator = torch.Generator().manual_seed(seed)
         self.perm: torch.Tensor | None = None
@@ -259,11 +270,13 @@ class BatchStream:
         import torch
 
         n = len(self.split)
-        if self.perm is None or self.pos + self.batch_size > n:  # drop the ragged tail, as drop_last
+        step = self.batch_size * self.world
+        if self.perm is None or self.pos + step > n:  # drop the ragged tail, as drop_last
             self.perm = torch.randperm(n, generator=self.generator)
             self.pos = 0
-        idx = self.perm[self.pos : self.pos + self.batch_size].to(self.split.images.device)
-        self.pos += self.batch_size
+        start = self.pos + self.rank * self.batch_size
+        idx = self.perm[start : start + self.batch_size].to(self.split.images.device)
+        self.pos += step
         x = to_unit_range(self.split.images[idx])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -18,9 +18,10 @@ from typing import Any, NamedTuple
 import torch
 from rich.console import Console
 
-from runner import checkpoint
+from runner import checkpoint, distributed
 from runner.config import ResolvedConfig, RunSettings
 from runner.data import BatchStream, Split, batches
+from runner.distributed import SINGLE, Dist
 from runner.errors import RunFailed, RunInterrupted
 from runner.method import Method
 from runner.progress import Reporter
@@ -58,6 +59,7 @@ class RunContext:
     steps_per_epoch: int = 1
     scaler: Any = None
     extras: dict[str, Any] = field(default_factory=dict)  # for methods to keep figures' data
+    dist: Dist = SINGLE  # this process's place in a torchrun group (rank 0 of 1 when not distributed)
 
     @property
     def settings(self) -> RunSettings:
@@ -90,19 +92,28 @@ class RunContext:
             opt.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            self._sync_gradients(optimizers)
             for opt in optimizers:
                 opt.step()
             return
         self.scaler.scale(loss).backward()
+        self._sync_gradients(optimizers)
         for opt in optimizers:
             self.scaler.step(opt)
         self.scaler.update()
 
+    def _sync_gradients(self, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
+        if self.dist.enabled:  # every replica then takes the same step from the same weights
+            params = (p for opt in optimizers for group in opt.param_groups for p in group["params"])
+            distributed.average_gradients(params, self.dist)
+
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move a network to the device (and to channels-last when asked)."""
+        """Move a network to the device (to channels-last and compiled when asked)."""
         module = module.to(self.device)
         if self.settings.channels_last and self.device.type == "cuda":
             module = module.to(memory_format=torch.channels_last)
+        if self.settings.compile:
+            module.compile()  # in place: the module keeps its type, attributes and state_dict keys
         return module
 
     def eval_batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -139,8 +150,9 @@ class _StopFlag:
 
 
 def steps_per_epoch(method: Method, ctx: RunContext) -> int:
-    """An epoch is one pass over the largest training split the method draws from."""
-    return max(len(ctx.domains[r].train) // ctx.settings.batch_size for r in method.train_domains())
+    """An epoch is one pass over the largest training split the method draws from (by all processes)."""
+    per_step = ctx.settings.batch_size * ctx.dist.world
+    return max(len(ctx.domains[r].train) // per_step for r in method.train_domains())
 
 
 def checkpoint_path(settings: RunSettings, run_id: str) -> Path:
@@ -166,6 +178,8 @@ def train(
             seed=s.seed * 1000 + i + 1,
             labels=labels,
             channels_last=s.channels_last and ctx.device.type == "cuda",
+            rank=ctx.dist.rank,
+            world=ctx.dist.world,
         )
         for i, (role, labels) in enumerate(wanted.items())
     }
@@ -185,6 +199,8 @@ def train(
     ckpt = checkpoint_path(s, ctx.run_id)
 
     def save(step_in_epoch: int) -> None:
+        if not ctx.dist.is_main:  # every replica holds the same state; rank 0 writes it
+            return
         checkpoint.save(
             ckpt,
             {
@@ -202,12 +218,17 @@ def train(
         )
 
     window: dict[str, float] = {}
+    if ctx.dist.enabled:
+        distributed.broadcast_modules(_modules(method), ctx.dist)  # identical replicas from the first step
     with _StopFlag(console) as stop, Reporter(console, s.epochs, ctx.steps_per_epoch, ctx.step) as report:
         while ctx.epoch < s.epochs:
             for i in range(start_in_epoch, ctx.steps_per_epoch):
                 batch = Batch({role: Labeled(*st.next()) for role, st in streams.items()})
                 out = method.train_step(ctx, batch)
                 ctx.step += 1
+                stopping = stop.requested
+                if ctx.dist.enabled:  # one small all-reduce: logged values averaged, and all stop together
+                    out, stopping = distributed.reduce_step(out, stopping, ctx.dist)
                 for key, value in out.items():
                     value = float(value)
                     if not math.isfinite(value):
@@ -223,20 +244,31 @@ def train(
                     window.clear()
                 if report.wants(ctx.step):
                     report.step(ctx.step, {k: v / (i + 1) for k, v in sums.items()})
-                if stop.requested:
+                if stopping:
                     save(i + 1)
                     raise RunInterrupted(f"interrupted at epoch {ctx.epoch + 1}, step {i + 1}; checkpoint {ckpt}")
             start_in_epoch = 0
             metrics = {f"train/{k}": v / ctx.steps_per_epoch for k, v in sums.items()}
             sums = {}
-            with torch.no_grad():
-                metrics.update(method.evaluate(ctx))
+            if ctx.dist.enabled:
+                distributed.broadcast_modules(_modules(method), ctx.dist)  # rank 0's BN statistics
+            if ctx.dist.is_main:
+                with torch.no_grad():
+                    metrics.update(method.evaluate(ctx))
+            metrics = distributed.broadcast_object(metrics, ctx.dist)
             ctx.epoch += 1
             history.append(metrics)
             log_metrics(metrics, ctx.epoch)
             save(0)
             report.epoch_end(ctx.epoch, metrics)
             on_epoch_end(ctx.epoch, metrics)
-            if stop.requested:
+            stopping = stop.requested
+            if ctx.dist.enabled:
+                _, stopping = distributed.reduce_step({}, stopping, ctx.dist)
+            if stopping:
                 raise RunInterrupted(f"interrupted after epoch {ctx.epoch}; checkpoint {ckpt}")
     return history
+
+
+def _modules(method: Method) -> list[torch.nn.Module]:
+    return [v for v in vars(method).values() if isinstance(v, torch.nn.Module)]

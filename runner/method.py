@@ -70,9 +70,18 @@ class Method(ABC):
         """Figures at the end of a run, keyed by file name (logged under `figures/`)."""
         return {}
 
+    def images(self, ctx: RunContext) -> dict[str, Any]:
+        """Pictures after every epoch, keyed by name: uint8 (H, W, 3) arrays logged as an image
+        series stepped by epoch (MLflow shows a slider), such as a GAN's fixed-noise grid."""
+        return {}
+
     def inference_model(self) -> torch.nn.Module | None:
         """The trained network to log as an MLflow model, taking images scaled to [0, 1]."""
         return None
+
+    def inference_example(self, ctx: RunContext) -> torch.Tensor:
+        """An input for the logged model's signature: two test images in [0, 1] by default."""
+        return next(iter(ctx.domains.values())).test.images[:2].float().div(255)
 
     def state_dict(self) -> dict[str, Any]:
         import torch

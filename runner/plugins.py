@@ -31,6 +31,8 @@ BUILTIN_MODULES = {
     "dann": "plugins.methods.dann",
     "adda": "plugins.methods.adda",
     "selfens": "plugins.methods.selfens",
+    "gan": "plugins.methods.gan",
+    "acgan": "plugins.methods.acgan",
     **{n: f"plugins.datasets.{n}" for n in ("mnist", "mnistm", "svhn", "usps", "syndigits", "faces", "folder")},
 }
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("hw3_"))

@@ -52,7 +52,8 @@ def row_of(run: Any) -> str | None:
     return method
 
 
-def build(protocol: str = "last", pairs: list[str] | None = None) -> Report:
+def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[str] | None = None) -> Report:
+    """The table from the finished runs in hw3-* experiments (only `run_ids` when given)."""
     from runner.tracking import Tracker
 
     if protocol not in PROTOCOLS:
@@ -72,6 +73,8 @@ def build(protocol: str = "last", pairs: list[str] | None = None) -> Report:
         pair, row = run.data.tags.get("pair"), row_of(run)
         if not pair or not row or run.data.tags.get("hw3.parent") == "true":
             continue
+        if run.data.tags.get("hw3.sweep.child") == "true" or (run_ids is not None and run.info.run_id not in run_ids):
+            continue  # tuning runs are not results; a suite's report shows its own runs
         if pairs and pair not in pairs:
             continue
         value = run.data.metrics.get(metric, run.data.metrics.get("target_acc") if protocol == "last" else None)
@@ -109,13 +112,18 @@ def rich_table(report: Report) -> Any:
 
 def write(report: Report, out: Path) -> Path:
     """report.md in `out`, with each cell's newest t-SNE figures copied beside it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.md"
+    path.write_text("\n".join(["# Target accuracy (%)", "", *markdown(report, out)]) + "\n")
+    return path
+
+
+def markdown(report: Report, out: Path) -> list[str]:
+    """The table, the runs behind each cell and their t-SNE figures (copied into `out`), as Markdown."""
     from mlflow import MlflowClient
 
     client = MlflowClient(report.tracking_uri)
-    out.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Target accuracy (%)",
-        "",
         f"Mean ± std over finished runs. Checkpoint: **{PROTOCOLS[report.protocol]}**"
         f" (`--protocol {report.protocol}`).",
         f"Tracking store: `{report.tracking_uri}`.",
@@ -147,6 +155,4 @@ def write(report: Report, out: Path) -> Path:
             lines.append(f"**{ROW_LABELS.get(row, row)}, {pair}, by {kind}**  ")
             lines.append(f"![{row} {pair} {kind}]({name})")
             lines.append("")
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines

@@ -5,6 +5,7 @@ The data flows one way. Nothing here knows a particular method or dataset.
 
 from __future__ import annotations
 
+import io
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class RunRequest:
     data_root: str | None = None
     resume: str | None = None
     parent_run_id: str | None = None  # set for each seed's child run under `hw3 run --seeds`
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags for the run (suites, sweeps)
 
 
 @dataclass
@@ -98,7 +100,16 @@ def load_domains(
     registry = load_registry()
     domains = {}
     for role, spec in specs.items():
-        splits = load_dataset(spec, dctx.for_dataset(spec, registry.datasets.get(spec.name)))
+        try:
+            splits = load_dataset(spec, dctx.for_dataset(spec, registry.datasets.get(spec.name)))
+        except Hw3Error:
+            raise
+        except Exception as exc:  # a dataset plugin's own bug: name it rather than dump a traceback
+            where = manager.datasets()[spec.name]
+            raise Hw3Error(
+                f"dataset '{spec.name}' (plugin '{where.plugin}', {where.package}) failed to load: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         for needed in ("train", "test"):
             if needed not in splits:
                 raise Hw3Error(f"dataset '{spec.name}' has no '{needed}' split (it has {', '.join(splits)})")
@@ -116,7 +127,7 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     """Run a method to the end (or to an interruption); raises Hw3Error subclasses on failure."""
     import torch
 
-    from runner import checkpoint, engine, tracking
+    from runner import checkpoint, distributed, engine, tracking
     from runner.devices import describe, pick_device
     from runner.engine import RunContext, checkpoint_path
     from runner.viz import curves_figure
@@ -131,6 +142,13 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
         resolved = plan(req, manager)
     s = resolved.settings
     device = pick_device(s.device)
+    dist, device = distributed.init(device)
+    if not dist.is_main:  # rank 0 speaks, logs and checkpoints for the group
+        console, tracker = Console(file=io.StringIO()), tracking.Silent(tracker)
+    if device.type == "cpu":
+        # Subnormal floats make x86 arithmetic ~100x slower; adversarial training drifts into
+        # them (a DCGAN epoch went from 7 s to 40 s). Flushing them to zero costs no accuracy.
+        torch.set_flush_denormal(True)
     checkpoint.seed_everything(s.seed)
     with console.status("loading data (decoded once, then cached)"):
         domains = load_domains(resolved, manager, req.data_root, device)
@@ -139,7 +157,7 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     scaler = None
     if device.type == "cuda" and s.precision == "fp16":
         scaler = torch.amp.GradScaler("cuda")
-    ctx = RunContext(resolved=resolved, device=device, domains=domains, scaler=scaler)
+    ctx = RunContext(resolved=resolved, device=device, domains=domains, scaler=scaler, dist=dist)
     ctx.steps_per_epoch = engine.steps_per_epoch(method, ctx)
 
     experiment = req.experiment or experiment_name(resolved)
@@ -157,6 +175,9 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
             "selection": "last",
             **tracking.version_tags(),
         }
+        tags.update(req.tags)
+        if dist.enabled:
+            tags["hw3.processes"] = str(dist.world)
         if req.parent_run_id:
             tags["mlflow.parentRunId"] = req.parent_run_id  # nests the run under its parent in the UI
         ctx.run_id = tracker.start(experiment, req.run_name or _run_name(resolved), tags)
@@ -164,9 +185,11 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
         tracker.set_tags({tracking.CHECKPOINT_TAG: str(ckpt)})
         tracker.log_params({"method": req.method, **where, **resolved.flat()})
         tracker.log_dict(resolved.to_dict(), "config.json")
+    ctx.run_id = distributed.broadcast_object(ctx.run_id, dist)
     ckpt = checkpoint_path(s, ctx.run_id)
+    where_run = f"{describe(device)}" + (f" x {dist.world} processes" if dist.enabled else "")
     console.print(
-        f"[bold]{req.method}[/] on {resolved.pair or resolved.dataset}  device {describe(device)}  "
+        f"[bold]{req.method}[/] on {resolved.pair or resolved.dataset}  device {where_run}  "
         f"run {ctx.run_id}  experiment {experiment}",
         highlight=False,
     )
@@ -174,17 +197,20 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     status, metrics = "FAILED", {}
     try:
         method.setup(ctx)
-        manager.run_start(ctx)
+        if dist.is_main:
+            manager.run_start(ctx)
         history = engine.train(
             method,
             ctx,
             log_metrics=tracker.log_metrics,
-            on_epoch_end=lambda epoch, m: manager.epoch_end(ctx, epoch, m),
+            on_epoch_end=lambda epoch, m: dist.is_main and _epoch_end(method, ctx, tracker, manager, epoch, m),
             console=console,
             resume_state=resume_state,
         )
         metrics = history[-1] if history else {}
         with console.status("final metrics, figures and the model"):
+            if not dist.is_main:
+                raise _Done
             final = {**method.summarize(ctx), **select(history)}
             if final:
                 tracker.log_metrics(final, ctx.epoch)
@@ -195,8 +221,9 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
                 tracker.log_figure(fig, f"figures/{name}")
             model = method.inference_model()
             if model is not None:
-                example = next(iter(domains.values())).test.images[:2].float().div(255)
-                tracker.log_model(model, example)
+                tracker.log_model(model, method.inference_example(ctx))
+        status = "FINISHED"
+    except _Done:
         status = "FINISHED"
     except RunInterrupted:
         status = "KILLED"
@@ -212,18 +239,31 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
         tracker.log_text(traceback.format_exc(), "error.txt")
         where = manager.methods()[req.method]
         raise RunFailed(
-            f"method '{req.method}' ({where.package}) raised {type(exc).__name__}: {exc}; "
+            f"method '{req.method}' (plugin '{where.plugin}', {where.package}) raised {type(exc).__name__}: {exc}; "
             f"traceback saved as error.txt in run {ctx.run_id}"
         ) from exc
     finally:
         tracker.end(status)
         try:
-            manager.run_end(ctx, status, metrics)
+            if dist.is_main:
+                manager.run_end(ctx, status, metrics)
         except Hw3Error as exc:
             if status == "FINISHED":
                 raise
             console.print(f"[yellow]warning: {exc}")
+        finally:
+            distributed.shutdown(dist)
     return RunResult(ctx.run_id, experiment, status, metrics, tracker.uri, str(ckpt), resolved)
+
+
+class _Done(Exception):
+    """Ends a non-zero rank's run after training: summaries, figures and the model are rank 0's."""
+
+
+def _epoch_end(method: Any, ctx: Any, tracker: Any, manager: PluginManager, epoch: int, metrics: dict) -> None:
+    for key, image in method.images(ctx).items():
+        tracker.log_image(image, key, epoch)
+    manager.epoch_end(ctx, epoch, metrics)
 
 
 def _run_name(resolved: ResolvedConfig) -> str:
@@ -335,6 +375,8 @@ def execute_seeds(req: RunRequest, seeds: list[int], console: Console | None = N
                 summary[f"{key}/mean"] = statistics.fmean(values)
                 summary[f"{key}/std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         tracker.log_metrics(summary, len(seeds))
+        status = "FINISHED"
+    except _Done:
         status = "FINISHED"
     except RunInterrupted:
         status = "KILLED"

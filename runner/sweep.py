@@ -20,8 +20,7 @@ from rich.table import Table
 
 from runner.config import ResolvedConfig, coerce, config_fields
 from runner.errors import ConfigError, RunFailed, RunInterrupted
-from runner.hookspecs import hookimpl
-from runner.plugins import choices_hint, get_manager, registered
+from runner.plugins import choices_hint, get_manager
 from runner.run import RunRequest, RunResult, execute, plan
 
 SWEEP_TAG = "hw3.sweep"  # "true" on the parent
@@ -148,18 +147,6 @@ def _child(req: RunRequest, setting: dict[str, str], seed: int | None, **extra: 
     return RunRequest(**fields)
 
 
-class _TagChildren:
-    """Tags each child run with its grid values as it starts (execute() takes no extra tags)."""
-
-    def __init__(self, tracker: Any) -> None:
-        self.tracker = tracker
-        self.tags: dict[str, str] = {}
-
-    @hookimpl
-    def hw3_run_start(self, run: Any) -> None:
-        self.tracker.set_tags(self.tags, run_id=run.run_id)
-
-
 def run_sweep(
     req: RunRequest, grid: dict[str, list[str]], seeds: list[int] | None = None, console: Console | None = None
 ) -> SweepResult:
@@ -205,32 +192,30 @@ def run_sweep(
         f"{total} runs under parent run {parent} in experiment {experiment}",
         highlight=False,
     )
-    tagger = _TagChildren(tracker)
     status = "FAILED"
     try:
-        with registered(tagger, name="hw3-sweep"):
-            done = 0
-            for row in result.rows:
-                for seed in run_seeds:
-                    done += 1
-                    what = escape(_label(row.setting))
-                    console.print(f"[bold]{what} seed {seed}[/] ({done} of {total})", highlight=False)
-                    tagger.tags = {CHILD_TAG: "true", **{f"hw3.grid.{k}": v for k, v in row.setting.items()}}
-                    child = _child(
-                        req,
-                        row.setting,
-                        seed,
-                        parent_run_id=parent,
-                        experiment=experiment,  # MLflow nests runs only within one experiment
-                        run_name=f"{name} {_label(row.setting)} seed{seed}",
-                    )
-                    try:
-                        run: RunResult = execute(child, console)
-                    except RunFailed as exc:  # one bad setting (a diverging lr) should not end the sweep
-                        console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
-                        row.failed.append((seed, str(exc)))
-                        continue
-                    row.runs.append((seed, run.run_id, run.metrics.get(primary)))
+        done = 0
+        for row in result.rows:
+            for seed in run_seeds:
+                done += 1
+                what = escape(_label(row.setting))
+                console.print(f"[bold]{what} seed {seed}[/] ({done} of {total})", highlight=False)
+                child = _child(
+                    req,
+                    row.setting,
+                    seed,
+                    tags={CHILD_TAG: "true", **{f"hw3.grid.{k}": v for k, v in row.setting.items()}},
+                    parent_run_id=parent,
+                    experiment=experiment,  # MLflow nests runs only within one experiment
+                    run_name=f"{name} {_label(row.setting)} seed{seed}",
+                )
+                try:
+                    run: RunResult = execute(child, console)
+                except RunFailed as exc:  # one bad setting (a diverging lr) should not end the sweep
+                    console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
+                    row.failed.append((seed, str(exc)))
+                    continue
+                row.runs.append((seed, run.run_id, run.metrics.get(primary)))
         status = "FINISHED" if any(r.runs for r in result.rows) else "FAILED"
     except (RunInterrupted, KeyboardInterrupt) as exc:
         status = "KILLED"

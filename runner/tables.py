@@ -64,6 +64,15 @@ def presets_table(registry: Registry) -> Table:
     return t
 
 
+def suites_table(registry: Registry) -> Table:
+    t = Table(title="suites (hw3 reproduce SUITE)", title_justify="left")
+    for col in ("suite", "description", "runs"):
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
+    for name, table in registry.suites.items():
+        t.add_row(f"[bold]{name}", table.get("description", ""), str(len(table.get("runs", []))))
+    return t
+
+
 def plugins_table(manager: PluginManager) -> Table:
     manager.methods(), manager.datasets()  # collect registration errors too
     t = Table(title=f"plugins (hw3 {__version__}, plugin API {PLUGIN_API_VERSION})", title_justify="left")

@@ -196,6 +196,10 @@ class Tracker:
         _retry(self.client.log_figure, self.run_id, fig, path)
         plt.close(fig)
 
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """One picture of a step-indexed series (the MLflow UI shows it with a step slider)."""
+        _retry(self.client.log_image, self.run_id, image, key=key, step=step)
+
     def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         """The trained network as an MLflow PyTorch model (`runs:/<id>/model`) that loads back."""
         import mlflow
@@ -203,6 +207,9 @@ class Tracker:
 
         from runner import __version__
 
+        for m in model.modules():  # a compiled forward (compile=true) does not pickle; the plain one does
+            if getattr(m, "_compiled_call_impl", None) is not None:
+                m._compiled_call_impl = None
         buf = io.StringIO()  # mlflow prints signature warnings; keep the terminal clean
         # Redirect outside the run: ending it prints a "View run" link for a server, and end() prints one too.
         with _redirect(buf), mlflow.start_run(run_id=self.run_id):
@@ -247,3 +254,23 @@ class _redirect:
     def __exit__(self, *exc: Any) -> None:
         for cm in reversed(self._cms):
             cm.__exit__(*exc)
+
+
+class Silent:
+    """The tracker of processes other than rank 0 in a distributed run: reads reach the store,
+    writes go nowhere, so one run is logged once."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self.client, self.uri, self.run_id = tracker.client, tracker.uri, ""
+
+    def find_run(self, run_id: str) -> Any:
+        return self._tracker.find_run(run_id)
+
+    def start(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> str:
+        return ""  # rank 0's run ID is broadcast to every process
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("log_", "set_")) or name in ("reopen", "end"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)

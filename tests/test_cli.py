@@ -59,7 +59,7 @@ def test_show_lists_keys_values_and_origins() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["run", "nosuch"], "unknown method 'nosuch'; choose from: adda, baseline, dann, selfens"),
+        (["run", "nosuch"], "unknown method 'nosuch'; choose from: acgan, adda, baseline, dann, gan, selfens"),
         (["run", "baselin"], "did you mean 'baseline'"),
         (
             ["run", "baseline", "--pair", "mnist:nosuch"],

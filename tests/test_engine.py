@@ -107,8 +107,27 @@ def test_nan_loss_stops_the_run_as_failed_and_keeps_the_checkpoint(client) -> No
 def test_a_method_that_raises_is_failed_with_its_traceback_saved(client) -> None:
     with registered(MethodsPlugin(Crashes), name="crashing-plugin"), pytest.raises(RunFailed) as info:
         quiet_execute(RunRequest("crashes", overrides=SMALL))
-    assert "method 'crashes' (in-process) raised ValueError: shapes do not match" in str(info.value)
+    message = str(info.value)
+    assert "method 'crashes' (plugin 'crashing-plugin', in-process) raised ValueError: shapes do not match" in message
     run_id = str(info.value).rsplit("run ", 1)[1]
     assert client.get_run(run_id).info.status == "FAILED"
     text = Path(client.download_artifacts(run_id, "error.txt")).read_text()
     assert "Traceback" in text and "shapes do not match" in text
+
+
+def test_compile_setting_compiles_each_network_and_the_logged_model_still_loads(client, monkeypatch) -> None:
+    import mlflow
+    import torch
+
+    compiled: list[str] = []
+    original = torch.nn.Module.compile
+
+    def eager(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        compiled.append(type(self).__name__)
+        original(self, backend="eager")  # dynamo's tracing without inductor's slow C++ build
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager)
+    result = run_baseline(*SMALL, ("compile", "true"), ("tsne_points", "0"))
+    assert result.status == "FINISHED" and compiled == ["DigitClassifier"]
+    model = mlflow.pytorch.load_model(f"runs:/{result.run_id}/model")
+    assert model(torch.rand(3, 3, 28, 28)).shape == (3, 10)

@@ -24,7 +24,9 @@ from runner.errors import Hw3Error
 class AddaConfig:
     arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
     batch_norm: bool = option(True, "batch norm in the encoders and classifier")
-    pretrain_epochs: int = option(5, "epochs of source training before adaptation (ignored with source_run)")
+    pretrain_epochs: int = option(
+        -1, "epochs of source training before adaptation (-1: a quarter of the run, at least 1; not with source_run)"
+    )
     source_run: str = option("", "a finished baseline run (MLflow run ID) whose model is the source network")
     lr_source: float = option(1e-3, "Adam learning rate of source pretraining")
     lr_target: float = option(2e-4, "Adam learning rate of the target encoder (the paper's 0.0002)")
@@ -53,10 +55,11 @@ class Adda(AdaptMethod):
         import torch
 
         c = self.config
-        if c.pretrain_epochs >= ctx.settings.epochs and not c.source_run:
+        self.pretrain_epochs = c.pretrain_epochs if c.pretrain_epochs >= 0 else max(1, ctx.settings.epochs // 4)
+        if self.pretrain_epochs >= ctx.settings.epochs and not c.source_run:
             raise Hw3Error(
-                f"adda: pretrain_epochs={c.pretrain_epochs} leaves no epoch of adaptation out of "
-                f"epochs={ctx.settings.epochs}; raise --epochs or lower pretrain_epochs"
+                f"adda: pretrain_epochs={self.pretrain_epochs} leaves no epoch of adaptation out of "
+                f"epochs={ctx.settings.epochs}; raise --epochs (2 at least) or lower pretrain_epochs"
             )
         self.net = self.build_net(ctx, c.arch, c.batch_norm)  # source encoder + classifier
         if c.source_run:
@@ -86,7 +89,7 @@ class Adda(AdaptMethod):
         xs, ys = batch["source"]
         xt, _ = batch["target"]
         xs, xt = self.aug(xs), self.aug(xt)
-        if not self.adapting and ctx.epoch < self.config.pretrain_epochs:
+        if not self.adapting and ctx.epoch < self.pretrain_epochs:
             with ctx.autocast():
                 logits = self.net(xs)
                 loss = F.cross_entropy(logits.float(), ys)

@@ -1,0 +1,5 @@
+"""`python -m runner ...` is `hw3 ...`: what torchrun starts in each process."""
+
+from runner.cli import main
+
+main()

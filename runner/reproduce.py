@@ -1,0 +1,167 @@
+"""`hw3 reproduce SUITE`: every run of a suite from registry.toml, then one report folder.
+
+Each run is tagged with its suite, its item and a hash of the settings given on the command
+line, so running the command again reuses finished runs, resumes interrupted ones from their
+checkpoints and starts only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from runner.config import load_registry
+from runner.errors import ConfigError, Hw3Error, RunInterrupted
+from runner.plugins import choices_hint, get_manager
+from runner.run import RunRequest, execute, plan
+
+SUITE_TAG, ITEM_TAG, SETTINGS_TAG = "hw3.suite", "hw3.suite.item", "hw3.suite.settings"
+
+
+@dataclass
+class Item:
+    """One run of a suite: a method on a pair or a dataset, with its own settings."""
+
+    method: str
+    pair: str | None = None
+    dataset: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        where = self.pair or self.dataset or ""
+        return " ".join([self.method, where, *(f"{k}={v}" for k, v in sorted(self.settings.items()))])
+
+
+@dataclass
+class Outcome:
+    item: Item
+    run_id: str | None
+    status: str  # FINISHED, reused, FAILED
+    note: str = ""
+
+
+def load_suite(name: str) -> tuple[str, list[Item]]:
+    """The suite's description and runs, checked for shape (one-line errors naming the file)."""
+    registry = load_registry()
+    where = registry.path
+    if name not in registry.suites:
+        raise ConfigError(
+            f"no suite '{name}' in {where}{choices_hint(name, sorted(registry.suites))}; add [suites.{name}] there"
+        )
+    suite = registry.suites[name]
+    runs = suite.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError(f"{where}: [suites.{name}] needs runs = [ {{ method = ..., pair = ... }}, ... ]")
+    items = []
+    for i, raw in enumerate(runs, start=1):
+        if not isinstance(raw, dict) or "method" not in raw:
+            raise ConfigError(f'{where}: [suites.{name}] run {i} needs a method, such as {{ method = "dann" }}')
+        unknown = set(raw) - {"method", "pair", "dataset", "set"}
+        if unknown:
+            raise ConfigError(
+                f"{where}: [suites.{name}] run {i} has unknown key(s) {sorted(unknown)}; use method, pair, dataset, set"
+            )
+        items.append(Item(raw["method"], raw.get("pair"), raw.get("dataset"), dict(raw.get("set", {}))))
+    return str(suite.get("description", "")), items
+
+
+def settings_hash(preset: str | None, overrides: list[tuple[str, Any]], data_root: str | None) -> str:
+    blob = json.dumps({"preset": preset, "set": sorted(map(list, overrides)), "data_root": data_root}, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def requests(
+    suite: str, items: list[Item], preset: str | None, overrides: list[tuple[str, Any]], data_root: str | None
+) -> list[RunRequest]:
+    """One request per item, every one planned (so any bad key or value fails before the first run)."""
+    manager = get_manager()
+    digest = settings_hash(preset, overrides, data_root)
+    out = []
+    for item in items:
+        req = RunRequest(
+            item.method,
+            pair=item.pair,
+            dataset=item.dataset,
+            preset=preset,
+            overrides=[*item.settings.items(), *overrides],
+            data_root=data_root,
+            tags={SUITE_TAG: suite, ITEM_TAG: item.key, SETTINGS_TAG: digest},
+        )
+        try:
+            plan(req, manager)
+        except Hw3Error as exc:
+            raise type(exc)(f"suite '{suite}', run '{item.key}': {exc}") from None
+        out.append(req)
+    return out
+
+
+def previous_runs(suite: str, digest: str) -> dict[str, Any]:
+    """The newest earlier run of each item of this suite with these settings."""
+    from runner.tracking import Tracker
+
+    client = Tracker().client
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return {}
+    runs = client.search_runs(
+        experiments,
+        filter_string=f"tags.`{SUITE_TAG}` = '{suite}' and tags.`{SETTINGS_TAG}` = '{digest}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1000,
+    )
+    newest: dict[str, Any] = {}
+    for run in runs:
+        newest.setdefault(run.data.tags.get(ITEM_TAG, ""), run)
+    return newest
+
+
+def reproduce(
+    suite: str,
+    preset: str | None = None,
+    overrides: list[tuple[str, Any]] | None = None,
+    data_root: str | None = None,
+    out: Path | None = None,
+    console: Console | None = None,
+) -> tuple[Path, list[Outcome]]:
+    """Run (or reuse, or resume) every run of `suite`, then write its report folder."""
+    from runner.suite_report import write_report
+
+    console = console or Console()
+    overrides = overrides or []
+    description, items = load_suite(suite)
+    reqs = requests(suite, items, preset, overrides, data_root)
+    digest = settings_hash(preset, overrides, data_root)
+    earlier = previous_runs(suite, digest)
+    outcomes: list[Outcome] = []
+    for n, (item, req) in enumerate(zip(items, reqs, strict=True), start=1):
+        head = f"[bold]({n}/{len(items)})[/] {item.key}"
+        run = earlier.get(item.key)
+        if run is not None and run.info.status == "FINISHED":
+            console.print(f"{head}: finished earlier, run {run.info.run_id}", highlight=False)
+            outcomes.append(Outcome(item, run.info.run_id, "reused"))
+            continue
+        if run is not None and run.info.status == "KILLED":
+            console.print(f"{head}: resuming run {run.info.run_id} from its checkpoint", highlight=False)
+            req = RunRequest(item.method, resume=run.info.run_id, data_root=data_root)
+        else:
+            console.print(head, highlight=False)
+        try:
+            result = execute(req, console)
+            outcomes.append(Outcome(item, result.run_id, result.status))
+            primary = get_manager().method(item.method).primary_metric
+            if primary in result.metrics:
+                console.print(f"  {primary} {result.metrics[primary]:.4g}", highlight=False)
+        except RunInterrupted:
+            raise
+        except Hw3Error as exc:  # one failed run leaves a gap in the report, not a lost suite
+            console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
+            outcomes.append(Outcome(item, None, "FAILED", str(exc)))
+    path = write_report(suite, description, outcomes, out or Path("reports") / suite, digest)
+    return path, outcomes

@@ -1,0 +1,103 @@
+"""`hw3 reproduce`: a suite's runs, a report that matches MLflow, and resuming where it stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from runner import hookimpl
+from runner.cli import app
+from runner.errors import RunInterrupted
+from runner.plugins import registered
+from runner.reproduce import ITEM_TAG, SUITE_TAG, reproduce
+
+SUITE = """
+[suites.tiny]
+description = "a small suite for tests"
+runs = [
+    { method = "gan", dataset = "mnist", set = { quality_samples = 200, grid = 16 } },
+    { method = "baseline", pair = "mnist:mnistm" },
+    { method = "baseline", pair = "mnist:mnistm", set = { train_on = "target" } },
+]
+"""
+GAN = "gan mnist grid=16 quality_samples=200"  # an item's key: method, where, its own settings
+SETTINGS = [("epochs", 2), ("train_subset", 256), ("test_subset", 300), ("tsne_points", 100), ("log_every", 4)]
+
+
+@pytest.fixture
+def tiny_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = tmp_path / "registry.toml"
+    user.write_text(SUITE)
+    monkeypatch.setenv("HW3_REGISTRY", str(user))
+
+
+class InterruptFirstBaseline:
+    """Ctrl-C after the first epoch of the first baseline run, once."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    @hookimpl
+    def hw3_epoch_end(self, run: Any, epoch: int, metrics: dict[str, float]) -> None:
+        if not self.fired and run.resolved.method == "baseline":
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def suite_runs(client: Any) -> list[Any]:
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, filter_string=f"tags.`{SUITE_TAG}` = 'tiny'")
+
+
+def test_an_interrupted_suite_resumes_and_its_report_matches_mlflow(client, tiny_suite, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    with registered(InterruptFirstBaseline(), name="interrupt"), pytest.raises(RunInterrupted):
+        reproduce("tiny", overrides=SETTINGS, out=out)
+    first = {r.data.tags[ITEM_TAG]: r for r in suite_runs(client)}
+    assert first[GAN].info.status == "FINISHED"
+    assert first["baseline mnist:mnistm"].info.status == "KILLED"
+    assert "baseline mnist:mnistm train_on=target" not in first
+
+    page, outcomes = reproduce("tiny", overrides=SETTINGS, out=out)
+    assert [o.status for o in outcomes] == ["reused", "FINISHED", "FINISHED"]
+    runs = {r.data.tags[ITEM_TAG]: r for r in suite_runs(client)}
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs.values())
+    # The gan run was reused and the killed baseline resumed in place: the same run IDs.
+    assert runs[GAN].info.run_id == first[GAN].info.run_id
+    assert runs["baseline mnist:mnistm"].info.run_id == first["baseline mnist:mnistm"].info.run_id
+
+    md = (out / "report.md").read_text()
+    for run in runs.values():
+        assert run.info.run_id in md
+    source = runs["baseline mnist:mnistm"].data.metrics["target_acc"]
+    target = runs["baseline mnist:mnistm train_on=target"].data.metrics["target_acc"]
+    assert re.search(rf"\| source only \| {100 * source:.2f} \(1 run\) \|", md)
+    assert re.search(rf"\| target only \| {100 * target:.2f} \(1 run\) \|", md)
+    fd = runs[GAN].data.metrics["quality/fd"]
+    assert f"| {fd:.2f} |" in md
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
+        assert (out / image).is_file(), image
+    assert "gan-mnist_samples.png" in md and "mnist-mnistm_source-only_tsne_class.png" in md
+    page_text = page.read_text()
+    assert page.name == "report.html" and "<table>" in page_text and 'src="gan-mnist_samples.png"' in page_text
+
+
+def test_suite_errors_are_one_line_and_start_no_run(client, tiny_suite) -> None:
+    before = len(suite_runs(client))
+    r = CliRunner().invoke(app, ["reproduce", "tinny"])
+    assert r.exit_code == 1 and "no suite 'tinny'" in r.output and "tiny" in r.output
+    r = CliRunner().invoke(app, ["reproduce", "tiny", "--set", "epoch=2"])
+    assert r.exit_code == 1 and f"suite 'tiny', run '{GAN}'" in r.output and "epochs" in r.output
+    assert len(suite_runs(client)) == before
+    assert "Traceback" not in r.output
+
+
+def test_list_shows_the_suites() -> None:
+    r = CliRunner().invoke(app, ["list"])
+    assert r.exit_code == 0 and "hw3 reproduce SUITE" in r.output and "report" in r.output

@@ -231,7 +231,7 @@ def reproduce(
 
     Examples:
 
-      hw3 reproduce                                     # embedded data, about 15 minutes on 2 CPU cores
+      hw3 reproduce                                     # embedded data, about 12 minutes on 2 CPU cores
 
       hw3 reproduce course --data-root ~/hw3-data       # the course's SVHN, MNIST-M and faces
     """

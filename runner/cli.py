@@ -447,7 +447,7 @@ def sweep(
 def _run_seeds(req: Any, seeds: str) -> None:
     from rich.table import Table
 
-    from runner.run import execute_seeds
+    from runner.seeds import execute_seeds
 
     try:
         values = [int(s) for s in seeds.split(",") if s.strip()]

@@ -130,7 +130,6 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     from runner import checkpoint, distributed, engine, tracking
     from runner.devices import describe, pick_device
     from runner.engine import RunContext, checkpoint_path
-    from runner.viz import curves_figure
 
     console = console or Console()
     manager = get_manager()
@@ -208,22 +207,9 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
             resume_state=resume_state,
         )
         metrics = history[-1] if history else {}
-        with console.status("final metrics, figures and the model"):
-            if not dist.is_main:
-                raise _Done
-            final = {**method.summarize(ctx), **select(history)}
-            if final:
-                tracker.log_metrics(final, ctx.epoch)
-                metrics = {**metrics, **final}
-            figures = {"curves.png": curves_figure(history, f"{req.method} on {resolved.pair or resolved.dataset}")}
-            figures.update(method.figures(ctx))
-            for name, fig in figures.items():
-                tracker.log_figure(fig, f"figures/{name}")
-            model = method.inference_model()
-            if model is not None:
-                tracker.log_model(model, method.inference_example(ctx))
-        status = "FINISHED"
-    except _Done:
+        if dist.is_main:  # the other ranks hold the same model; rank 0 reports it
+            with console.status("final metrics, figures and the model"):
+                metrics = _final_outputs(method, ctx, tracker, history, metrics)
         status = "FINISHED"
     except RunInterrupted:
         status = "KILLED"
@@ -256,8 +242,23 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     return RunResult(ctx.run_id, experiment, status, metrics, tracker.uri, str(ckpt), resolved)
 
 
-class _Done(Exception):
-    """Ends a non-zero rank's run after training: summaries, figures and the model are rank 0's."""
+def _final_outputs(method: Any, ctx: Any, tracker: Any, history: list[dict], metrics: dict) -> dict[str, float]:
+    """Summary metrics and selections, figures and the model, logged once training is over."""
+    from runner.viz import curves_figure
+
+    final = {**method.summarize(ctx), **select(history)}
+    if final:
+        tracker.log_metrics(final, ctx.epoch)
+        metrics = {**metrics, **final}
+    where = ctx.resolved.pair or ctx.resolved.dataset
+    figures = {"curves.png": curves_figure(history, f"{ctx.resolved.method} on {where}")}
+    figures.update(method.figures(ctx))
+    for name, fig in figures.items():
+        tracker.log_figure(fig, f"figures/{name}")
+    model = method.inference_model()
+    if model is not None:
+        tracker.log_model(model, method.inference_example(ctx))
+    return metrics
 
 
 def _epoch_end(method: Any, ctx: Any, tracker: Any, manager: PluginManager, epoch: int, metrics: dict) -> None:
@@ -311,76 +312,3 @@ def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Any) -> tuple
             f"pass --epochs N with N > {state['epoch']} to train longer"
         )
     return resolved, state
-
-
-AGGREGATED = (
-    "target_acc",
-    "source_acc",
-    "proxy_a_distance",
-    "selected/source_val/target_acc",
-    "selected/im/target_acc",
-    "selected/oracle/target_acc",
-)
-
-
-@dataclass
-class SeedsResult:
-    parent_run_id: str
-    children: list[RunResult]
-    summary: dict[str, float]
-
-
-def execute_seeds(req: RunRequest, seeds: list[int], console: Console | None = None) -> SeedsResult:
-    """One child run per seed under a parent run that logs each metric's mean and std."""
-    import statistics
-
-    from runner import tracking
-
-    console = console or Console()
-    if req.resume:
-        raise ConfigError("--seeds starts new runs; resume each seed's run on its own with --resume RUN_ID")
-    if any(k == "seed" for k, _ in req.overrides):
-        raise ConfigError("give either --seed or --seeds, not both")
-    manager = get_manager()
-    resolved = plan(req, manager)
-    tracker = tracking.Tracker()
-    experiment = req.experiment or experiment_name(resolved)
-    where = {"pair": resolved.pair} if resolved.pair else {"dataset": resolved.dataset}
-    label = ",".join(map(str, seeds))
-    parent = tracker.start(
-        experiment,
-        req.run_name or f"{_run_name(resolved).rsplit('-seed', 1)[0]}-seeds{label}",
-        {"method": req.method, **where, "hw3.seeds": label, "hw3.parent": "true", **tracking.version_tags()},
-    )
-    params = {k: v for k, v in resolved.flat().items() if k != "seed"}
-    tracker.log_params({"method": req.method, **where, "seeds": label, **params})
-    children: list[RunResult] = []
-    status = "FAILED"
-    try:
-        for seed in seeds:
-            console.print(f"[bold]seed {seed}[/] ({len(children) + 1} of {len(seeds)})", highlight=False)
-            child = RunRequest(
-                **{
-                    **req.__dict__,
-                    "overrides": [*req.overrides, ("seed", seed)],
-                    "parent_run_id": parent,
-                    "run_name": None,
-                }
-            )
-            children.append(execute(child, console))
-        summary: dict[str, float] = {}
-        for key in AGGREGATED:
-            values = [c.metrics[key] for c in children if key in c.metrics]
-            if values:
-                summary[f"{key}/mean"] = statistics.fmean(values)
-                summary[f"{key}/std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        tracker.log_metrics(summary, len(seeds))
-        status = "FINISHED"
-    except _Done:
-        status = "FINISHED"
-    except RunInterrupted:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end(status)
-    return SeedsResult(parent, children, summary)

@@ -152,7 +152,7 @@ def test_seeds_make_child_runs_under_a_parent_with_mean_and_std(client) -> None:
 
     from rich.console import Console
 
-    from runner.run import execute_seeds
+    from runner.seeds import execute_seeds
 
     req = RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")], run_name="seeded")
     result = execute_seeds(req, [0, 1], Console(file=io.StringIO()))

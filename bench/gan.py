@@ -120,7 +120,7 @@ def time_tutorial(ctx: RunContext) -> float:
 
 def throughput(epochs: int, repeats: int) -> None:
     ctx = make_context(epochs)
-    fresh(ctx)  # sets steps_per_epoch
+    ctx.steps_per_epoch = engine.steps_per_epoch(TrainOnlyGan(ctx.resolved.method_config), ctx)
     images = ctx.settings.batch_size * ctx.steps_per_epoch * epochs
     time_engine(ctx), time_tutorial(ctx)  # warm-up
     eng, tut = [], []

@@ -123,7 +123,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run `hw3 <argv>` in `nproc` processes through torchrun; returns its exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     env = dict(os.environ)
-    # torchrun's default of one thread per process, said here so it does not warn about it.
+    # The cores shared out among the processes (torchrun would set 1 and print a warning).
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     try:
         return subprocess.call([*cmd, "-m", "runner", *argv], env=env)

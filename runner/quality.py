@@ -68,40 +68,52 @@ def evaluator(
 ) -> tuple[EvalNet, float]:
     """The feature network for `train`'s data and its test accuracy, trained once and cached."""
     path = Path(cache_dir) / "evaluators" / f"{_digest(train, test)}.pt"
-    net = EvalNet(train.images.shape[1], n_classes)
-    if path.is_file():
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(saved["state"])
-            return net.to(device).eval(), float(saved["test_acc"])
-        except Exception:
-            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, not trusted
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # leave the run's own random streams untouched
+    with torch.random.fork_rng(devices=[]):  # building or loading it leaves the run's random streams untouched
         torch.manual_seed(seed)
         net = EvalNet(train.images.shape[1], n_classes).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=4e-3, weight_decay=1e-4)
-        per_epoch = -(-len(train) // 128)
-        # A small subset still gets a trained net (up to 40 passes), without hundreds of passes over a tiny one.
-        steps = max(epochs * (len(train) // 128), min(MIN_STEPS, 40 * per_epoch))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps)
-        net.train()
-        step = 0
-        while step < steps:
-            for idx in torch.randperm(len(train), generator=gen).split(128):
-                if len(idx) < 2 or step >= steps:
-                    continue
-                x = to_unit_range(train.images[idx.to(train.images.device)].to(device))
-                loss = nn.functional.cross_entropy(net(x), train.labels[idx.to(train.labels.device)].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-    net.eval()
-    acc = label_accuracy(net, to_unit_range(test.images), test.labels, device)
-    atomic_save({"state": {k: v.cpu() for k, v in net.state_dict().items()}, "test_acc": acc}, path)
-    return net, acc
+        acc = _load(net, path)
+        if acc is None:
+            _train(net, train, device, epochs, seed)
+            acc = label_accuracy(net.eval(), to_unit_range(test.images), test.labels, device)
+            atomic_save({"state": {k: v.cpu() for k, v in net.state_dict().items()}, "test_acc": acc}, path)
+    return net.eval(), acc
+
+
+def _load(net: EvalNet, path: Path) -> float | None:
+    """The cached weights into `net` and their test accuracy, or None when there are none."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["state"])
+        return float(saved["test_acc"])
+    except Exception:
+        path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, not trusted
+        return None
+
+
+def _train(net: EvalNet, train: Split, device: torch.device, epochs: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=4e-3, weight_decay=1e-4)
+    per_epoch = -(-len(train) // 128)
+    # A small subset still gets a trained net (up to 40 passes), without hundreds of passes over a tiny one.
+    steps = max(epochs * (len(train) // 128), min(MIN_STEPS, 40 * per_epoch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps)
+    net.train()
+    step = 0
+    while step < steps:
+        for idx in torch.randperm(len(train), generator=gen).split(128):
+            if step >= steps:
+                break
+            if len(idx) < 2:  # batch norm needs two images
+                continue
+            x = to_unit_range(train.images[idx.to(train.images.device)].to(device))
+            loss = nn.functional.cross_entropy(net(x), train.labels[idx.to(train.labels.device)].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
 
 
 @torch.no_grad()

@@ -202,7 +202,9 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
             method,
             ctx,
             log_metrics=tracker.log_metrics,
-            on_epoch_end=lambda epoch, m: dist.is_main and _epoch_end(method, ctx, tracker, manager, epoch, m),
+            on_epoch_end=(lambda epoch, m: _epoch_end(method, ctx, tracker, manager, epoch, m))
+            if dist.is_main
+            else (lambda epoch, m: None),
             console=console,
             resume_state=resume_state,
         )

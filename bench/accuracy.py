@@ -43,7 +43,7 @@ def fmt(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", default="mnist:mnistm,syndigits:mnistm")
+    parser.add_argument("--pairs", default="mnist:mnistm,mnistm:mnist,syndigits:mnistm")
     parser.add_argument("--methods", default="", help="comma-separated subset of baseline,dann,adda,selfens")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run (as hw3 run --set)")

@@ -11,7 +11,16 @@ stays put when that moves. Importing this module imports torch.
 
 from __future__ import annotations
 
-from plugins.methods.common import AdaptMethod, tsne
+from plugins.methods.common import AdaptMethod, tsne, with_statistics_of
 from plugins.methods.nets import DigitClassifier, FromUnitRange, domain_head, grad_reverse, pick_arch
 
-__all__ = ["AdaptMethod", "DigitClassifier", "FromUnitRange", "domain_head", "grad_reverse", "pick_arch", "tsne"]
+__all__ = [
+    "AdaptMethod",
+    "DigitClassifier",
+    "FromUnitRange",
+    "domain_head",
+    "grad_reverse",
+    "pick_arch",
+    "tsne",
+    "with_statistics_of",
+]

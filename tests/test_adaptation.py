@@ -11,6 +11,7 @@ from helpers import MethodsPlugin
 from plugins.methods.adda import Adda
 from plugins.methods.dann import annealed_lr, grl_lambda
 from plugins.methods.nets import grad_reverse
+from runner.errors import RunInterrupted
 from runner.metrics import information_maximization, proxy_a_distance
 from runner.plugins import registered
 from runner.run import RunRequest, execute
@@ -113,9 +114,10 @@ class Spy(Adda):
         return out
 
 
-def test_adda_freezes_the_source_and_moves_the_target_encoder() -> None:
+@pytest.mark.parametrize(("align", "width"), [("penultimate", 100), ("features", 768)])
+def test_adda_freezes_the_source_and_moves_the_target_encoder(align: str, width: int) -> None:
     Spy.seen.clear()
-    overrides = [*SMALL, ("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0")]
+    overrides = [*SMALL, ("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0"), ("align", align)]
     with registered(MethodsPlugin(Spy), name="spy"):
         result = quiet(RunRequest("adda-spy", overrides=overrides))
     assert result.status == "FINISHED"
@@ -123,9 +125,44 @@ def test_adda_freezes_the_source_and_moves_the_target_encoder() -> None:
     after = method.net.state_dict()
     for key, before in Spy.seen["source"].items():
         assert torch.equal(before, after[key]), f"source parameter {key} changed during adaptation"
-    source_conv = method.net.features[0].weight
-    target_conv = method.target[0].weight
-    assert not torch.equal(source_conv, target_conv)  # the target encoder was trained
+    target = method.target if align == "features" else method.target[0]
+    assert not torch.equal(method.net.features[0].weight, target[0].weight)  # the target encoder was trained
+    assert method.discriminator[0].in_features == width  # it sees what the target encoder makes
+    assert "target_net" not in method.state_dict() and "source_encoder" not in method.state_dict()
+
+
+def test_with_statistics_of_gives_a_copy_holding_the_splits_batch_norm_statistics() -> None:
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from plugins.methods.common import with_statistics_of
+    from runner.data import Split, batches
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(100, 256, (256, 1, 8, 8), generator=gen, dtype=torch.uint8), torch.zeros(256).long())
+    ctx = SimpleNamespace(autocast=nullcontext)
+    twin = with_statistics_of(net, split, ctx)
+    with torch.no_grad():
+        expected = torch.cat([net[0](x) for x, _ in batches(split, 64)]).mean((0, 2, 3))
+    assert torch.allclose(twin[1].running_mean, expected, atol=1e-5)
+    assert torch.equal(net[1].running_mean, torch.zeros(4))  # the original keeps its own
+    assert not twin.training and net.training
+
+
+def test_dann_target_statistics_change_target_accuracy_only_and_resume_exactly(client) -> None:
+    from helpers import Recorder
+
+    three = [*SMALL, ("epochs", "3"), ("tsne_points", "0")]
+    whole = quiet(RunRequest("dann", overrides=three))
+    mixed = quiet(RunRequest("dann", overrides=[*three, ("target_bn", "false")]))
+    assert mixed.metrics["source_acc"] == whole.metrics["source_acc"]  # source images: the same network
+    assert mixed.metrics["target_acc"] != whole.metrics["target_acc"]
+    recorder = Recorder(interrupt_after=1)
+    with registered(recorder, name="recorder"), pytest.raises(RunInterrupted):
+        quiet(RunRequest("dann", overrides=three))
+    resumed = quiet(RunRequest("dann", resume=recorder.calls[0][1]))
+    assert resumed.metrics == whole.metrics
 
 
 def test_adda_can_start_from_a_finished_baseline_run(client) -> None:

@@ -102,6 +102,8 @@ def test_run_on_a_course_format_folder_with_no_other_step(course_svhn: Path, cli
             "batch_size=32",
             "--set",
             "arch=mnist",  # the paper's small network: quick on 300 images
+            "--set",
+            "augment=false",  # 300 images, 10 epochs: too few to learn through augmentation
         ],
     )
     assert result.exit_code == 0, result.output
@@ -123,6 +125,8 @@ def test_run_offline_on_syndigits(small_syndigits: Path, client) -> None:
         "arch=mnist",
         "--set",
         "batch_size=32",
+        "--set",
+        "augment=false",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -16,7 +16,9 @@ from runner.data import BatchStream, Split
 from runner.distributed import without_option
 from runner.run import RunRequest, execute
 
+# No augmentation: each process draws its own, so the two runs would not see the same images.
 SETTINGS = ["--epochs", "2", "--set", "train_subset=1024", "--set", "test_subset=500", "--set", "tsne_points=0"]
+SETTINGS += ["--set", "augment=false"]
 
 
 def test_each_process_takes_its_own_slice_of_the_same_global_batch() -> None:
@@ -48,6 +50,7 @@ def test_nproc_2_on_the_cpu_logs_one_run_that_matches_one_process_with_the_globa
     # Two processes of 64 images average their gradients: one process with batches of 128 takes
     # the same steps on the same images, up to per-process batch-norm statistics.
     overrides = [("epochs", 2), ("train_subset", 1024), ("test_subset", 500), ("tsne_points", 0), ("batch_size", 128)]
+    overrides.append(("augment", False))
     one = execute(RunRequest("baseline", overrides=overrides, experiment="one"), Console(file=io.StringIO()))
     for key in ("source_acc", "target_acc"):
         assert abs(run.data.metrics[key] - one.metrics[key]) < 0.03, key

@@ -37,6 +37,8 @@ def test_cli_run_lands_in_mlflow_with_params_curves_figures_and_model(client) ->
             "3",
             "--set",
             "log_every=4",
+            "--set",
+            "augment=false",  # two epochs: learning is quicker without it
         ],
     )
     assert result.exit_code == 0, result.output

@@ -22,7 +22,9 @@ class BaselineConfig:
     lr: float = option(1e-3, "learning rate")
     weight_decay: float = option(5e-4, "L2 weight decay")
     lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
-    augment: bool = option(False, "random affine, intensity and inversion augmentation of the training images")
+    augment: bool = option(
+        True, "random affine, intensity and inversion augmentation of the training images (false: as the paper)"
+    )
 
 
 class Baseline(AdaptMethod):

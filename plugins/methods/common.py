@@ -21,10 +21,11 @@ class AdaptMethod(Method):
     kind = "adapt"
 
     def start_augmenting(self, ctx: Any) -> None:
-        """Give `aug` its own random generator, so a resumed run draws the same augmentations."""
+        """Give `aug` its own random generator, so a resumed run draws the same augmentations; each
+        data-parallel process draws its own."""
         import torch
 
-        self.aug_gen = torch.Generator().manual_seed(ctx.settings.seed + 12345)
+        self.aug_gen = torch.Generator().manual_seed(ctx.settings.seed + 12345 + 1000 * ctx.dist.rank)
 
     def aug(self, x: Any) -> Any:
         """`x` augmented when the method's config says `augment = true`, else unchanged."""
@@ -52,15 +53,22 @@ class AdaptMethod(Method):
         `encoder` says otherwise."""
         return self.net
 
+    def network(self, role: str) -> DigitClassifier:
+        """The classifier applied to `role`'s images ("source" or "target"); the same one unless a
+        method keeps per-domain state, such as DANN's target batch-norm statistics."""
+        return self.classifier()
+
     def encoder(self, role: str) -> Any:
-        """The feature extractor for `role` ("source" or "target"); ADDA has one per domain."""
-        return self.classifier().features
+        """The feature extractor for `role`; ADDA has one per domain."""
+        return self.network(role).features
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
         """Every network in eval mode for the block, then back to the mode it was in."""
         modules = [
             self.classifier(),
+            self.network("source"),
+            self.network("target"),
             self.encoder("source"),
             self.encoder("target"),
             getattr(self, "discriminator", None),
@@ -82,14 +90,13 @@ class AdaptMethod(Method):
     def _evaluate(self, ctx: Any) -> dict[str, float]:
         from runner.metrics import accuracy_metrics, collect, confusion, information_maximization
 
-        net = self.classifier()
         out: dict[str, float] = {}
         feats = {}
         for role in ("target", "source"):
             dom = ctx.domains[role]
             f = collect(self.encoder(role), dom.test, ctx)
             feats[role] = f
-            logits = net.head(f.to(ctx.device)).float().cpu()
+            logits = self.network(role).head(f.to(ctx.device)).float().cpu()
             cm = confusion(logits.argmax(1), dom.test.labels, len(dom.classes))
             ctx.extras[f"{role}_confusion"] = cm
             out.update(accuracy_metrics(cm, role))
@@ -130,6 +137,30 @@ class AdaptMethod(Method):
 
     def inference_model(self) -> Any:
         return FromUnitRange(self.classifier()).eval()
+
+
+def with_statistics_of(net: Any, split: Any, ctx: Any, limit: int = 2048, batch_size: int = 256) -> Any:
+    """A copy of `net`, in eval mode, whose batch-norm layers hold the statistics of (up to
+    `limit` random) images of `split`: AdaBN (Li et al. 2016)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from runner.data import batches
+
+    twin = copy.deepcopy(net)
+    for m in twin.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches below, so they must be equal in size
+    n = min(len(split), limit)
+    part = split.subset(max(n - n % batch_size, min(n, batch_size)))
+    twin.train()
+    with torch.no_grad(), ctx.autocast():
+        for x, _ in batches(part, batch_size):
+            twin(x)
+    return twin.eval()
 
 
 def tsne(encoder: Any, ctx: Any, title: str) -> dict[str, Any]:

@@ -5,6 +5,10 @@ reversal layer turns its gradient around on the way into the feature extractor, 
 learns features the domains share, while the label head learns from source labels alone.
 The paper's schedules: the reversal weight lambda_p = 2 / (1 + exp(-10 p)) - 1 and the learning
 rate mu_p = mu_0 / (1 + 10 p)^0.75, p going from 0 to 1 over training.
+
+Two defaults go beyond the paper, each switchable: input augmentation (`augment`, which the
+bounds share) and testing target images with batch-norm statistics of the target (`target_bn`,
+AdaBN). On the embedded mnist:mnistm pair, seed 0, they took DANN from 61.7% to 82.5%.
 """
 
 from __future__ import annotations
@@ -32,9 +36,14 @@ class DannConfig:
         "separate", "batch-norm statistics from one joint source+target batch, or per domain"
     )
     disc_norm: Literal["bn", "dropout", "none"] = option("bn", "what follows each domain-classifier layer")
-    augment: bool = option(False, "random affine, intensity and inversion augmentation of both domains' images")
+    augment: bool = option(
+        True, "random affine, intensity and inversion augmentation of both domains (false: as the paper)"
+    )
     disc_hidden: int = option(
         0, "domain classifier: 0 for the paper's (100, or 1024x2 for svhn), N for two layers of N"
+    )
+    target_bn: bool = option(
+        True, "test target images with batch-norm statistics of target training images (AdaBN), not the mixed ones"
     )
 
 
@@ -65,6 +74,27 @@ class Dann(AdaptMethod):
             self.opt = torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
         else:
             self.opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        self.target_net: Any = None  # the classifier with target statistics, made at each evaluation
+
+    def network(self, role: str) -> Any:
+        return self.target_net if role == "target" and self.target_net is not None else self.net
+
+    def classifier(self) -> Any:
+        return self.network("target")  # the logged model is for target images
+
+    def evaluate(self, ctx: Any) -> dict[str, float]:
+        from plugins.methods.common import with_statistics_of
+
+        if self.config.target_bn:
+            # Training normalised each domain by its own batch statistics (bn_mode=separate) and
+            # the head saw source features only; the running averages mix the two.
+            self.target_net = with_statistics_of(self.net, ctx.domains["target"].train, ctx)
+        return super().evaluate(ctx)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.pop("target_net", None)  # remade from the weights at the next evaluation
+        return state
 
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch

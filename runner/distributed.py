@@ -67,7 +67,12 @@ def shutdown(d: Dist) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.destroy_process_group()
+            # The other ranks wait here while rank 0 writes the final outputs: a rank that tears
+            # its connections down early can abort the group (seen once under gloo).
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter], d: Dist) -> None:

@@ -84,12 +84,15 @@ class Method(ABC):
         return next(iter(ctx.domains.values())).test.images[:2].float().div(255)
 
     def state_dict(self) -> dict[str, Any]:
+        """Every network, optimizer and scheduler attribute; a name starting with `_` marks one
+        derived from the others (remade, not saved)."""
         import torch
 
         return {
             k: v.state_dict()
             for k, v in vars(self).items()
-            if isinstance(v, (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
+            if not k.startswith("_")
+            and isinstance(v, (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -155,7 +155,7 @@ def with_statistics_of(net: Any, split: Any, ctx: Any, limit: int = 2048, batch_
             m.reset_running_stats()
             m.momentum = None  # a plain average over the batches below, so they must be equal in size
     n = min(len(split), limit)
-    part = split.subset(max(n - n % batch_size, min(n, batch_size)))
+    part = split.subset(n if n < batch_size else n - n % batch_size)
     twin.train()
     with torch.no_grad(), ctx.autocast():
         for x, _ in batches(part, batch_size):

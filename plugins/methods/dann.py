@@ -74,10 +74,10 @@ class Dann(AdaptMethod):
             self.opt = torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
         else:
             self.opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        self.target_net: Any = None  # the classifier with target statistics, made at each evaluation
+        self._target_net: Any = None  # the classifier with target statistics: derived, remade at each evaluation
 
     def network(self, role: str) -> Any:
-        return self.target_net if role == "target" and self.target_net is not None else self.net
+        return self._target_net if role == "target" and self._target_net is not None else self.net
 
     def classifier(self) -> Any:
         return self.network("target")  # the logged model is for target images
@@ -88,13 +88,8 @@ class Dann(AdaptMethod):
         if self.config.target_bn:
             # Training normalised each domain by its own batch statistics (bn_mode=separate) and
             # the head saw source features only; the running averages mix the two.
-            self.target_net = with_statistics_of(self.net, ctx.domains["target"].train, ctx)
+            self._target_net = with_statistics_of(self.net, ctx.domains["target"].train, ctx)
         return super().evaluate(ctx)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.pop("target_net", None)  # remade from the weights at the next evaluation
-        return state
 
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch

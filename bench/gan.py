@@ -1,7 +1,7 @@
 """GAN benchmarks: step throughput of hw3's engine against the DCGAN tutorial's plain loop, and
 sample quality of the default `gan` and `acgan` runs next to an untrained generator and real data.
 
-Part 1, in this one process: images/second of `runner.engine.train()` driving the built-in
+Part 1, in this one process: images/second of `runner.engine.fit()` driving the built-in
 `gan` method's step, against the tutorial's loop written out in plain PyTorch (D on a real batch,
 then on a fake batch, one Adam step; G on the same fakes, one Adam step; `.item()` of the
 losses and of D(x), D(G(z)) every step, as the tutorial prints them). Same networks, same
@@ -33,21 +33,31 @@ import torch
 from rich.console import Console
 
 from plugins.methods.gan import Gan
-from runner import checkpoint, engine
-from runner.engine import RunContext
+from runner.context import RunContext
+from runner.engine import fit, steps_per_epoch
 from runner.plugins import get_manager
 from runner.run import RunRequest, load_domains, plan
+from runner.seeding import seed_everything
+from runner.sinks import NullSink
 
 
 class TrainOnlyGan(Gan):
-    """The built-in step untouched; no per-epoch evaluation or image grid (timed apart)."""
+    """The built-in step untouched; no per-epoch evaluation, image grid, figures or model (timed apart)."""
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
         return {}
 
+    def images(self, ctx: Any) -> dict[str, Any]:
+        return {}
 
-def _noop(*args: Any, **kwargs: Any) -> None:
-    pass
+    def summarize(self, ctx: Any) -> dict[str, float]:
+        return {}
+
+    def figures(self, ctx: Any) -> dict[str, Any]:
+        return {}
+
+    def inference_model(self) -> None:
+        return None
 
 
 def make_context(epochs: int) -> RunContext:
@@ -59,19 +69,20 @@ def make_context(epochs: int) -> RunContext:
 
 
 def fresh(ctx: RunContext) -> TrainOnlyGan:
-    checkpoint.seed_everything(ctx.settings.seed)
+    seed_everything(ctx.settings.seed)
     method = TrainOnlyGan(ctx.resolved.method_config)
     ctx.epoch = ctx.step = 0
-    ctx.steps_per_epoch = engine.steps_per_epoch(method, ctx)
+    ctx.steps_per_epoch = steps_per_epoch(method, ctx)
     method.setup(ctx)
     return method
 
 
 def time_engine(ctx: RunContext) -> float:
-    method = fresh(ctx)
+    method = TrainOnlyGan(ctx.resolved.method_config)
+    ctx.epoch = ctx.step = 0
     gc.collect()
     t0 = time.perf_counter()
-    engine.train(method, ctx, log_metrics=_noop, on_epoch_end=_noop, console=Console(file=io.StringIO()))
+    fit(method, ctx, NullSink(), console=Console(file=io.StringIO()))  # setup included: G, D, Adams
     return time.perf_counter() - t0
 
 
@@ -120,7 +131,7 @@ def time_tutorial(ctx: RunContext) -> float:
 
 def throughput(epochs: int, repeats: int) -> None:
     ctx = make_context(epochs)
-    ctx.steps_per_epoch = engine.steps_per_epoch(TrainOnlyGan(ctx.resolved.method_config), ctx)
+    ctx.steps_per_epoch = steps_per_epoch(TrainOnlyGan(ctx.resolved.method_config), ctx)
     images = ctx.settings.batch_size * ctx.steps_per_epoch * epochs
     time_engine(ctx), time_tutorial(ctx)  # warm-up
     eng, tut = [], []
@@ -139,8 +150,8 @@ def throughput(epochs: int, repeats: int) -> None:
 
 
 def quality(n_real_held_out: int = 1000) -> None:
-    from runner.data import to_unit_range
-    from runner.quality import features, frechet_distance, kernel_distance
+    from runner.batches import to_unit_range
+    from runner.generate import features, frechet_distance, kernel_distance
     from runner.run import execute
 
     work = tempfile.mkdtemp(prefix="hw3-bench-gan-")
@@ -156,7 +167,7 @@ def quality(n_real_held_out: int = 1000) -> None:
         # The same metrics for the same method before any step.
         ctx = make_context(1)
         cls = get_manager().method(method)
-        checkpoint.seed_everything(0)
+        seed_everything(0)
         untrained = cls(result.resolved.method_config)
         untrained.setup(ctx)
         u = untrained.summarize(ctx)

@@ -1,13 +1,13 @@
 """Training throughput of hw3's engine against a bare PyTorch loop, and `hw3 run baseline` end to end.
 
-Part 1, in this one process: images/second of `runner.engine.train()` driving the built-in
+Part 1, in this one process: images/second of `runner.engine.fit()` driving the built-in
 `baseline` method's training step on the embedded mnist:mnistm pair, against a bare PyTorch loop
 of the same network, the same Adam (same lr and weight decay, same cosine schedule), the same
 batch size, the same uint8 tensors in memory (scaled to [-1, 1] per batch, as `BatchStream`
 does) and the same number of steps. The two sides alternate (bare, engine, engine, bare, ...)
 after a warm-up, and the median of each is reported, so drifting machine load does not favour
 one side. Evaluation is left out of both (it is not training throughput; its cost per epoch is
-reported on its own line), and so is MLflow: the engine gets no-op callbacks.
+reported on its own line), and so is MLflow: the engine writes to a `NullSink`.
 
 Part 2, in a child process: the default `hw3 run baseline`, started in a temporary working
 folder (its mlflow.db and checkpoints land there) with HW3_CACHE_DIR in a temporary folder too,
@@ -42,29 +42,35 @@ import torch
 from rich.console import Console
 
 from plugins.methods.baseline import Baseline
-from runner import checkpoint, engine
 from runner.config import ResolvedConfig
+from runner.context import Domain, RunContext
 from runner.devices import describe, pick_device
-from runner.engine import Domain, RunContext
+from runner.engine import fit, steps_per_epoch
 from runner.plugins import get_manager
 from runner.run import RunRequest, load_domains, plan
+from runner.seeding import seed_everything
+from runner.sinks import NullSink
 
 METHOD = "baseline"
 NOISY_SPREAD = 1.5  # max / min of the per-repeat engine/bare ratios above which the summary warns (idle: 1.2-1.45)
 
 
 class TrainOnlyBaseline(Baseline):
-    """The built-in baseline, training step untouched; only the per-epoch evaluation is skipped.
-
-    Evaluation is not training throughput, and the bare loop does none; its cost is timed apart.
-    """
+    """The built-in baseline, training step untouched; the per-epoch evaluation and the end-of-run
+    figures and model are skipped. They are not training throughput, and the bare loop does none;
+    evaluation's cost is timed apart."""
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
         return {}
 
+    def summarize(self, ctx: Any) -> dict[str, float]:
+        return {}
 
-def _noop(*args: Any, **kwargs: Any) -> None:
-    pass
+    def figures(self, ctx: Any) -> dict[str, Any]:
+        return {}
+
+    def inference_model(self) -> None:
+        return None
 
 
 def _sync(device: torch.device) -> None:
@@ -86,9 +92,9 @@ class Setup:
 
     @property
     def steps(self) -> int:
-        """Optimisation steps of one engine.train() call: epochs x steps per epoch, counted as the engine does."""
+        """Optimisation steps of one engine.fit() call: epochs x steps per epoch, counted as the engine does."""
         method = TrainOnlyBaseline(self.resolved.method_config)
-        return self.resolved.settings.epochs * engine.steps_per_epoch(method, self.context())
+        return self.resolved.settings.epochs * steps_per_epoch(method, self.context())
 
     @property
     def images_per_step(self) -> int:
@@ -97,9 +103,9 @@ class Setup:
 
     def fresh_method(self, ctx: RunContext, cls: type[Baseline] = TrainOnlyBaseline) -> Baseline:
         """A newly built, identically seeded baseline: network, Adam and cosine schedule (T_max = total steps)."""
-        checkpoint.seed_everything(self.resolved.settings.seed)
+        seed_everything(self.resolved.settings.seed)
         method = cls(self.resolved.method_config)
-        ctx.steps_per_epoch = engine.steps_per_epoch(method, ctx)
+        ctx.steps_per_epoch = steps_per_epoch(method, ctx)
         method.setup(ctx)
         return method
 
@@ -113,21 +119,21 @@ def make_setup(epochs: int, device: str | None, checkpoint_dir: Path) -> Setup:
         overrides.append(("device", device))
     resolved = plan(RunRequest(METHOD, overrides=overrides), manager)
     dev = pick_device(resolved.settings.device)
-    checkpoint.seed_everything(resolved.settings.seed)
     domains = load_domains(resolved, manager, None, dev)
     return Setup(resolved, dev, domains, checkpoint_dir)
 
 
 def time_engine(setup: Setup) -> float:
-    """Seconds of one engine.train() call over the configured epochs."""
+    """Seconds of one engine.fit() call over the configured epochs (setup included: building the
+    network and optimizer, milliseconds)."""
     ctx = setup.context()
-    method = setup.fresh_method(ctx)
+    method = TrainOnlyBaseline(setup.resolved.method_config)
     console = Console(file=io.StringIO())  # progress lines go nowhere
     gc.collect()
     _sync(setup.device)
     t0 = time.perf_counter()
-    # No-op callbacks: this measures the loop; MLflow's cost is part of the end-to-end run in part 2.
-    engine.train(method, ctx, log_metrics=_noop, on_epoch_end=_noop, console=console)
+    # A NullSink: this measures the loop; MLflow's cost is part of the end-to-end run in part 2.
+    fit(method, ctx, NullSink(), console=console)
     _sync(setup.device)
     elapsed = time.perf_counter() - t0
     assert ctx.step == setup.steps, f"the engine took {ctx.step} steps, expected {setup.steps}"

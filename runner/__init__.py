@@ -1,8 +1,8 @@
 """hw3: a plugin-based experiment runner for GANs and domain adaptation.
 
-The names plugin authors use are exported here; the rest of the package is internal.
-Importing this module stays cheap (no torch, no mlflow) so `hw3 list` starts fast: the names
-that need torch (`RunContext`, `Batch`, `AdaptMethod`) are imported on first use.
+This module only re-exports the names plugin authors use; the rest of the package is internal.
+Importing it stays cheap (no torch, no mlflow) so `hw3 list` starts fast: the names that need
+torch (`RunContext`, `Batch`, `AdaptMethod`) are imported on first use.
 """
 
 from __future__ import annotations
@@ -10,23 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from runner.data import DataContext, DatasetSpec, Split
+from runner.datasets import DataContext, DatasetSpec, Split
 from runner.errors import DataError, Hw3Error
-from runner.hookspecs import hookimpl
-from runner.method import Method, option
+from runner.hookspecs import PLUGIN_API_VERSION, hookimpl
+from runner.method import Method, ReportRow
+from runner.settings import option
+from runner.version import __version__
 
 if TYPE_CHECKING:
     from runner.adapt import AdaptMethod
-    from runner.engine import Batch, RunContext
-
-__version__ = "0.1.0"
-# Bumped when the plugin contract (hooks, Method, DatasetSpec, RunContext, runner.adapt, runner.testing)
-# changes incompatibly.
-# A plugin states the version it was written for as a module attribute `HW3_API = "1"`.
-PLUGIN_API_VERSION = "1"
+    from runner.context import Batch, RunContext
 
 # Exported names whose modules import torch: loaded by `__getattr__` when first asked for.
-_LAZY = {"RunContext": "runner.engine", "Batch": "runner.engine", "AdaptMethod": "runner.adapt"}
+_LAZY = {"RunContext": "runner.context", "Batch": "runner.context", "AdaptMethod": "runner.adapt"}
 
 __all__ = [
     "PLUGIN_API_VERSION",
@@ -37,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "Hw3Error",
     "Method",
+    "ReportRow",
     "RunContext",
     "Split",
     "__version__",

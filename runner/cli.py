@@ -93,7 +93,7 @@ def show(
     cls = manager.method(method)
     reg = manager.methods()[method]
     console.print(f"[bold]{method}[/] ({cls.kind}, from {reg.package}): {cls.description}")
-    console.print(f"on {resolved.pair or resolved.dataset}")
+    console.print(f"on {resolved.task.label}")
     console.print(config_table(cls, resolved))
 
 
@@ -145,38 +145,45 @@ def run(
 
       hw3 run dann --nproc 2                            # two processes, gradients averaged
     """
-    from runner import distributed
     from runner.config import parse_set
+    from runner.distributed import is_main_process, launch, under_launcher, without_option
 
-    if nproc > 1 and not distributed.under_launcher():
+    if nproc > 1 and not under_launcher():
         if seeds is not None:
             raise Hw3Error("--nproc runs one run at a time; drop --seeds, or loop over --seed N yourself")
-        raise typer.Exit(distributed.launch(nproc, distributed.without_option(sys.argv[1:], "--nproc")))
-    from runner.progress import fmt_metrics
+        raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
+    from runner.errors import RunInterrupted
+    from runner.progress import fmt_metrics, fmt_value
     from runner.run import RunRequest, execute
 
     overrides = parse_set(set_ or [])
     overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
-    req = RunRequest(method, pair, dataset, preset, overrides, experiment, run_name, data_root, resume)
+    req = RunRequest(
+        method,
+        pair=pair,
+        dataset=dataset,
+        preset=preset,
+        overrides=overrides,
+        experiment=experiment,
+        run_name=run_name,
+        data_root=data_root,
+        resume=resume,
+    )
     if seeds is not None:
         return _run_seeds(req, seeds)
     try:
         result = execute(req, console)
-    except Hw3Error as exc:
-        if type(exc).__name__ == "RunInterrupted":
-            err_console.print(
-                f"[yellow]{exc}[/]; the run is marked KILLED. Resume it with: hw3 run {method} --resume <RUN_ID>"
-            )
-        raise
-    if not distributed.is_main_process():
+    except RunInterrupted as exc:
+        resume_with = f" Resume it with: hw3 run {method} --resume {exc.run_id}" if exc.run_id else ""
+        err_console.print(f"[yellow]{escape(str(exc))}; the run is marked KILLED.{resume_with}", highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
+    if not is_main_process():
         return  # rank 0 prints the summary for the group
     from runner.plugins import get_manager
 
     primary = get_manager().method(method).primary_metric
     value = result.metrics.get(primary)
-    headline = "not measured"
-    if value is not None:
-        headline = f"{value:.2%}" if primary.endswith("acc") else f"{value:.4g}"
+    headline = fmt_value(primary, value) if value is not None else "not measured"
     console.print(
         f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs"
     )
@@ -253,7 +260,7 @@ def tsne(
     data_root: Annotated[str | None, typer.Option(help="Folder holding dataset files, if the run used one.")] = None,
 ) -> None:
     """t-SNE of a finished run's features, by class and by domain, logged to the run as figures."""
-    from runner.posthoc import tsne_for_run
+    from runner.adapt.features import tsne_for_run
 
     paths = tsne_for_run(run_id, points, data_root)
     console.print("logged " + ", ".join(paths) + f" to run {run_id}", highlight=False)
@@ -278,7 +285,7 @@ def sample(
 
       hw3 sample RUN_ID --label 7 --out sevens.png          # an acgan run on digits
     """
-    from runner.sampling import sample_run
+    from runner.generate.sampling import sample_run
 
     path = sample_run(run_id, n, out, label, seed)
     console.print(f"wrote {n} samples from run {run_id} to {path}", highlight=False)
@@ -310,7 +317,7 @@ def data_check(
     """Read every file of a dataset and report counts per split and class, sizes and all problems."""
     from rich.table import Table
 
-    from runner.datatools import check
+    from runner.datacmds import check
 
     report = check(name, data_root, err_console)
     console.print(f"[bold]{name}[/]: {report.origin}  (data root {report.root})", highlight=False)
@@ -339,7 +346,7 @@ def data_prepare(
     download: Annotated[bool, typer.Option(help="Download the dataset's files first (needs a network).")] = False,
 ) -> None:
     """Decode a dataset once into the tensor cache that runs read (downloading it first if asked)."""
-    from runner.datatools import prepare
+    from runner.datacmds import prepare
 
     path, splits = prepare(name, data_root, download, console)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
@@ -355,7 +362,7 @@ def data_show(
     data_root: DataRoot = None,
 ) -> None:
     """Write a PNG grid of training samples, one row per class."""
-    from runner.datatools import show
+    from runner.datacmds import show
 
     path = show(name, data_root, out or Path(f"{name.strip('/').replace('/', '_')}.png"), per_class, console)
     console.print(f"wrote {path}", highlight=False)
@@ -431,10 +438,19 @@ def sweep(
       hw3 sweep baseline --pair svhn:mnist --grid weight_decay=0,0.0005 --set epochs=5
     """
     from runner.config import parse_set
+    from runner.fanout import parse_seeds
     from runner.run import RunRequest
-    from runner.sweep import parse_grid, parse_seeds, rich_table, run_sweep
+    from runner.sweep import parse_grid, rich_table, run_sweep
 
-    req = RunRequest(method, pair, dataset, preset, parse_set(set_ or []), experiment, None, data_root)
+    req = RunRequest(
+        method,
+        pair=pair,
+        dataset=dataset,
+        preset=preset,
+        overrides=parse_set(set_ or []),
+        experiment=experiment,
+        data_root=data_root,
+    )
     values = parse_grid(grid)
     result = run_sweep(req, values, parse_seeds(seeds) if seeds is not None else None, console)
     console.print(rich_table(result))
@@ -447,29 +463,26 @@ def sweep(
 def _run_seeds(req: Any, seeds: str) -> None:
     from rich.table import Table
 
-    from runner.seeds import execute_seeds
+    from runner.fanout import parse_seeds, run_seeds
+    from runner.progress import fmt_value
 
-    try:
-        values = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise Hw3Error(f"--seeds {seeds!r}: write whole numbers separated by commas, such as 0,1,2") from None
-    if not values:
-        raise Hw3Error("--seeds needs at least one seed, such as 0,1,2")
-    result = execute_seeds(req, values, console)
+    values = parse_seeds(seeds)
+    result = run_seeds(req, values, console)
+    shown = [k for k in result.keys if not k.startswith("selected/")]
     t = Table(title=f"{req.method}: {len(values)} seeds (parent run {result.parent_run_id})", title_justify="left")
-    for col in ("seed", "run", "target acc", "source acc"):
-        t.add_column(col)
+    for col in ("seed", "run", *shown):
+        t.add_column(col.replace("_", " "))
     for seed, child in zip(values, result.children, strict=True):
-        t.add_row(
-            str(seed),
-            child.run_id,
-            f"{child.metrics.get('target_acc', float('nan')):.2%}",
-            f"{child.metrics.get('source_acc', float('nan')):.2%}",
-        )
+        t.add_row(str(seed), child.run_id, *(fmt_value(k, child.metrics.get(k)) for k in shown))
     console.print(t)
-    mean, std = result.summary.get("target_acc/mean"), result.summary.get("target_acc/std")
+    primary = result.keys[0]
+    mean, std = result.summary.get(f"{primary}/mean"), result.summary.get(f"{primary}/std")
     if mean is not None:
-        console.print(f"[bold green]target acc {mean:.2%} ± {std:.2%}[/] (mean ± std over seeds {seeds})")
+        console.print(
+            f"[bold green]{primary.replace('_', ' ')} {fmt_value(primary, mean)} ± {fmt_value(primary, std)}[/] "
+            f"(mean ± std over seeds {seeds})",
+            highlight=False,
+        )
 
 
 def main() -> None:

@@ -16,37 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from runner.errors import ConfigError
-from runner.method import option
-from runner.plugins import choices_hint
+from runner.errors import ConfigError, choices_hint
+from runner.settings import RunSettings, check_value
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-@dataclass
-class RunSettings:
-    """Settings every run has, whatever its method."""
-
-    epochs: int = option(10, "passes over the largest training split")
-    batch_size: int = option(64, "images drawn from each domain per training step")
-    seed: int = option(0, "seeds weights, shuffling and sampling; same seed, same metrics on the CPU")
-    device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    precision: Literal["fp32", "bf16", "fp16"] = option(
-        "fp32", "autocast dtype on CUDA; fp16 adds a gradient scaler (the CPU always uses fp32)"
-    )
-    channels_last: bool = option(False, "channels-last memory format on CUDA (faster convolutions)")
-    compile: bool = option(False, "torch.compile each network (for GPUs; the first steps are slow while it compiles)")
-    image_size: int = option(0, "side both domains are resized to; 0 keeps the first dataset's size")
-    channels: int = option(0, "channels both domains are converted to (1 or 3); 0 takes the largest")
-    train_subset: int = option(0, "train on only this many images per domain (0: all); quick checks")
-    test_subset: int = option(0, "evaluate on only this many test images per domain (0: all)")
-    eval_batch_size: int = option(1000, "batch size for evaluation")
-    log_every: int = option(20, "log step-level training metrics every N steps")
-    checkpoint_dir: str = option("checkpoints", "folder for checkpoints, one subfolder per run ID")
-    tsne_points: int = option(2000, "source + target test points in an adaptation run's t-SNE plots (0: none)")
 
 
 @dataclass
@@ -107,6 +83,59 @@ def load_registry(path: Path | None = None) -> Registry:
     return reg
 
 
+@dataclass(frozen=True)
+class Task:
+    """What a run learns from: a SOURCE:TARGET pair (adaptation) or one dataset (generation).
+
+    Built once when a run is planned; everything downstream asks it rather than branching on
+    which of the two it is."""
+
+    source: str | None = None
+    target: str | None = None
+    dataset: str | None = None
+
+    @classmethod
+    def pair_of(cls, source: str, target: str) -> Task:
+        return cls(source=source, target=target)
+
+    @classmethod
+    def single(cls, dataset: str) -> Task:
+        return cls(dataset=dataset)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.source is not None
+
+    @property
+    def pair(self) -> str | None:
+        return f"{self.source}:{self.target}" if self.is_pair else None
+
+    @property
+    def label(self) -> str:
+        """`mnist:mnistm` or `mnist`: how a user writes it."""
+        return self.pair or self.dataset or ""
+
+    @property
+    def slug(self) -> str:
+        """`mnist-mnistm` or `mnist`: for run, experiment and file names."""
+        return self.label.replace(":", "-")
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Role -> dataset name: {"source": S, "target": T}, or {"data": D}."""
+        if self.is_pair:
+            return {"source": self.source or "", "target": self.target or ""}
+        return {"data": self.dataset} if self.dataset else {}
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.roles.values()))
+
+    def tags(self) -> dict[str, str]:
+        """`pair` or `dataset`, as runs are tagged and logged (colons stay out of metric names)."""
+        return {"pair": self.label} if self.is_pair else {"dataset": self.label}
+
+
 @dataclass
 class ResolvedConfig:
     """The config a run uses, with where each value came from."""
@@ -114,28 +143,32 @@ class ResolvedConfig:
     method: str
     settings: RunSettings
     method_config: Any
-    source: str | None = None  # adaptation: the pair's datasets
-    target: str | None = None
-    dataset: str | None = None  # generation: the one dataset
+    task: Task = field(default_factory=Task)
     origins: dict[str, str] = field(default_factory=dict)
 
     @property
     def pair(self) -> str | None:
-        return f"{self.source}:{self.target}" if self.source else None
+        return self.task.pair
 
     def flat(self) -> dict[str, Any]:
         """Every key and value, as logged to MLflow params."""
         return {**dataclasses.asdict(self.settings), **dataclasses.asdict(self.method_config)}
 
     def to_dict(self) -> dict[str, Any]:
+        t = self.task
         return {
             "method": self.method,
-            "source": self.source,
-            "target": self.target,
-            "dataset": self.dataset,
+            "source": t.source,
+            "target": t.target,
+            "dataset": t.dataset,
             "config": self.flat(),
             "origins": self.origins,
         }
+
+
+def task_of(saved: dict[str, Any]) -> Task:
+    """The task of a `ResolvedConfig.to_dict()` (a checkpoint's or a run's config.json)."""
+    return Task(saved.get("source"), saved.get("target"), saved.get("dataset"))
 
 
 def config_fields(method_cls: type) -> dict[str, tuple[Any, dataclasses.Field[Any], str]]:
@@ -162,30 +195,29 @@ def parse_set(items: list[str]) -> list[tuple[str, str]]:
 def resolve(
     method_cls: type,
     registry: Registry,
+    task: Task | None = None,
     *,
-    source: str | None = None,
-    target: str | None = None,
-    dataset: str | None = None,
     preset: str | None = None,
     overrides: list[tuple[str, Any]] | None = None,
     dataset_options: dict[str, set[str]] | None = None,
 ) -> ResolvedConfig:
     """The run's config; `dataset_options` names, per dataset, the `[datasets.X]` keys that are
     the dataset's own settings (such as a folder path) rather than config keys."""
+    task = task or Task()
     fields = config_fields(method_cls)
     values = {k: _default(f) for k, (_, f, _) in fields.items()}
     origins = dict.fromkeys(values, "default")
     name = method_cls.name
 
     layers: list[tuple[str, dict[str, Any]]] = [(f"{registry.path.name} [defaults]", registry.defaults)]
-    for ds in (source, target, dataset):
-        if ds and ds in registry.datasets:
+    for ds in task.datasets:
+        if ds in registry.datasets:
             own = (dataset_options or {}).get(ds, set())
             table = {k: v for k, v in registry.datasets[ds].items() if k not in own}
             layers.append((f"{registry.path.name} [datasets.{ds}]", table))
-    if source and f"{source}:{target}" in registry.pairs:
-        table = {k: v for k, v in registry.pairs[f"{source}:{target}"].items() if k not in ("description",)}
-        layers.append((f'{registry.path.name} [pairs."{source}:{target}"]', table))
+    if task.pair in registry.pairs:
+        table = {k: v for k, v in registry.pairs[task.pair].items() if k != "description"}
+        layers.append((f'{registry.path.name} [pairs."{task.pair}"]', table))
     if name in registry.methods:
         layers.append((f"{registry.path.name} [methods.{name}]", registry.methods[name]))
     if preset:
@@ -204,17 +236,15 @@ def resolve(
             values[key] = coerce(raw, fields[key][0], f"{where}: {key}")
             origins[key] = where
 
+    for key, value in values.items():
+        _check(fields[key][1], value, origins[key])
     run_values = {k: v for k, v in values.items() if fields[k][2] == "run"}
     method_values = {k: v for k, v in values.items() if fields[k][2] == "method"}
-    settings = RunSettings(**run_values)
-    _check_ranges(settings)
     return ResolvedConfig(
         method=name,
-        settings=settings,
+        settings=RunSettings(**run_values),
         method_config=method_cls.Config(**method_values),
-        source=source,
-        target=target,
-        dataset=dataset,
+        task=task,
         origins=origins,
     )
 
@@ -227,12 +257,14 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     raise ConfigError(f"config field '{f.name}' has no default; give it one in its dataclass")
 
 
-def _check_ranges(s: RunSettings) -> None:
-    for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
-        if getattr(s, key) < 1:
-            raise ConfigError(f"{key}={getattr(s, key)}: must be at least 1")
-    if s.channels not in (0, 1, 3):
-        raise ConfigError(f"channels={s.channels}: use 1, 3, or 0 to take the largest of the pair")
+def _check(f: dataclasses.Field[Any], value: Any, origin: str) -> None:
+    """A value's range, as its `option()` declares it; the message names where it was set."""
+    try:
+        check_value(f, value, f.name)
+        if f.name == "channels" and value not in (0, 1, 3):
+            raise ConfigError(f"channels={value}: use 1, 3, or 0 to take the largest of the pair")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (set by {origin})" if origin != "default" else str(exc)) from None
 
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}

@@ -1,127 +1,298 @@
-"""The training loop every method runs in: batches, steps, evaluation, checkpoints, stopping.
+"""The one owner of a run's life: setup, epochs, evaluation, per-epoch images, summary metrics,
+figures and the logged model, with checkpoints, exact resume, the NaN guard and Ctrl-C.
 
-Methods say what one step does; the engine owns everything around it, so each method gets
-progress, checkpoints, exact resume, the NaN guard, Ctrl-C handling and logging for free.
+Methods say what one step does; `fit` does everything around it, writing through a `Sink` (the
+MLflow tracker, or memory), so each method gets all of this for free.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import threading
-from collections.abc import Iterator
+import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import torch
 from rich.console import Console
 
-from runner import checkpoint, distributed
-from runner.config import ResolvedConfig, RunSettings
-from runner.data import BatchStream, Split, batches
-from runner.distributed import SINGLE, Dist
-from runner.errors import RunFailed, RunInterrupted
+from runner.batches import BatchStream
+from runner.checkpoint import TrainState, checkpoint_path, save
+from runner.context import Batch, Labeled, RunContext
+from runner.distributed import broadcast_modules, broadcast_object, reduce_step
+from runner.errors import Hw3Error, RunFailed, RunInterrupted
 from runner.method import Method
 from runner.progress import Reporter
-
-
-class Labeled(NamedTuple):
-    x: torch.Tensor
-    y: torch.Tensor | None  # None for a domain whose labels the method may not use
-
-
-class Batch(dict[str, Labeled]):
-    """One training step's data: role ("source", "target" or "data") -> (x, y)."""
-
-
-@dataclass
-class Domain:
-    """One dataset in a run, already on the device and in the run's common shape."""
-
-    name: str
-    train: Split
-    test: Split
-    classes: tuple[str, ...]
-
-
-@dataclass
-class RunContext:
-    """What a method's hooks receive: config, device, data and where the run stands."""
-
-    resolved: ResolvedConfig
-    device: torch.device
-    domains: dict[str, Domain]
-    run_id: str = ""
-    epoch: int = 0  # epochs completed
-    step: int = 0  # optimisation steps taken, over the whole run
-    steps_per_epoch: int = 1
-    scaler: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)  # for methods to keep figures' data
-    dist: Dist = SINGLE  # this process's place in a torchrun group (rank 0 of 1 when not distributed)
-
-    @property
-    def settings(self) -> RunSettings:
-        return self.resolved.settings
-
-    @property
-    def config(self) -> Any:
-        return self.resolved.method_config
-
-    @property
-    def total_steps(self) -> int:
-        return self.settings.epochs * self.steps_per_epoch
-
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, 0 to 1: what schedules such as DANN's are written in."""
-        return min(self.step / max(self.total_steps, 1), 1.0)
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Mixed precision on CUDA when --set precision=bf16|fp16; a no-op otherwise."""
-        precision = self.settings.precision
-        if self.device.type != "cuda" or precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-
-    def optimize(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> None:
-        """zero_grad, backward and step, through the fp16 gradient scaler when there is one."""
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
-            self._sync_gradients(optimizers)
-            for opt in optimizers:
-                opt.step()
-            return
-        self.scaler.scale(loss).backward()
-        self._sync_gradients(optimizers)
-        for opt in optimizers:
-            self.scaler.step(opt)
-        self.scaler.update()
-
-    def _sync_gradients(self, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
-        if self.dist.enabled:  # every replica then takes the same step from the same weights
-            params = (p for opt in optimizers for group in opt.param_groups for p in group["params"])
-            distributed.average_gradients(params, self.dist)
-
-    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move a network to the device (to channels-last and compiled when asked)."""
-        module = module.to(self.device)
-        if self.settings.channels_last and self.device.type == "cuda":
-            module = module.to(memory_format=torch.channels_last)
-        if self.settings.compile:
-            module.compile()  # in place: the module keeps its type, attributes and state_dict keys
-        return module
-
-    def eval_batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return batches(split, self.settings.eval_batch_size)
+from runner.seeding import rng_state, seed_everything, set_rng_state
+from runner.selection import select
+from runner.sinks import Sink
 
 
 class NonFiniteLoss(RunFailed):
     pass
+
+
+class Hooks(Protocol):
+    """The lifecycle hooks a run calls (the plugin manager implements them through pluggy)."""
+
+    def run_start(self, run: RunContext) -> None: ...
+
+    def epoch_end(self, run: RunContext, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def run_end(self, run: RunContext, status: str, metrics: dict[str, float]) -> None: ...
+
+
+class NoHooks:
+    def run_start(self, run: RunContext) -> None:
+        pass
+
+    def epoch_end(self, run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def run_end(self, run: RunContext, status: str, metrics: dict[str, float]) -> None:
+        pass
+
+
+@dataclass
+class FitResult:
+    status: str  # FINISHED (the others raise)
+    metrics: dict[str, float]  # the last epoch's, with the summary and selected metrics
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def steps_per_epoch(method: Method, ctx: RunContext) -> int:
+    """An epoch is one pass over the largest training split the method draws from (by all processes)."""
+    per_step = ctx.settings.batch_size * ctx.dist.world
+    return max(len(ctx.domains[r].train) // per_step for r in method.train_domains())
+
+
+def fit(
+    method: Method,
+    ctx: RunContext,
+    sink: Sink,
+    *,
+    hooks: Hooks | None = None,
+    console: Console | None = None,
+    resume: TrainState | None = None,
+    owner: str = "",
+) -> FitResult:
+    """Run `method` to the end: setup, the run-start hook, the remaining epochs (train, evaluate,
+    end of epoch), then summary metrics, figures and the logged model. The run's status goes to
+    `sink` and the run-end hook whatever happens. Raises `RunInterrupted` after Ctrl-C or
+    SIGTERM (a checkpoint saved), `RunFailed` when a loss is not finite or the method raises
+    (`owner` names the method and its plugin in that message)."""
+    loop = _Loop(method, ctx, sink, hooks or NoHooks(), console or Console(), resume)
+    status = "FAILED"
+    try:
+        loop.setup()
+        with (
+            _StopFlag(loop.console) as stop,
+            Reporter(loop.console, ctx.settings.epochs, ctx.steps_per_epoch, ctx.step) as report,
+        ):
+            while ctx.epoch < ctx.settings.epochs:
+                loop.train_epoch(stop, report)
+                loop.end_epoch(loop.evaluate_epoch(), stop, report)
+        loop.finish()
+        status = "FINISHED"
+    except RunInterrupted as exc:
+        status = "KILLED"
+        exc.run_id = ctx.run_id
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        aborted = RunInterrupted(f"aborted; the checkpoint of the last finished epoch is kept at {loop.ckpt}")
+        aborted.run_id = ctx.run_id
+        raise aborted from None
+    except NonFiniteLoss as exc:
+        sink.log_text(f"{exc}\n", "error.txt")
+        sink.set_tags({"hw3.error": str(exc)[:5000]})
+        raise
+    except Hw3Error as exc:
+        if tb := getattr(exc, "traceback", None):  # a plugin's lifecycle hook raised
+            sink.log_text(tb, "error.txt")
+        raise
+    except Exception as exc:
+        sink.log_text(traceback.format_exc(), "error.txt")
+        raise RunFailed(
+            f"{owner or f'method {method.name!r}'} raised {type(exc).__name__}: {exc}; "
+            f"traceback saved as error.txt in run {ctx.run_id}"
+        ) from exc
+    finally:
+        sink.end(status)
+        try:
+            if ctx.dist.is_main:
+                loop.hooks.run_end(ctx, status, loop.metrics)
+        except Hw3Error as exc:
+            if status == "FINISHED":
+                raise
+            loop.console.print(f"[yellow]warning: {exc}")
+    return FitResult(status, loop.metrics, loop.history)
+
+
+class _Loop:
+    """A run's state between the phases `fit` calls, each a method here."""
+
+    def __init__(
+        self, method: Method, ctx: RunContext, sink: Sink, hooks: Hooks, console: Console, resume: TrainState | None
+    ) -> None:
+        self.method, self.ctx, self.sink, self.hooks, self.console = method, ctx, sink, hooks, console
+        self.resume = resume
+        self.ckpt = checkpoint_path(ctx.settings.checkpoint_dir, ctx.run_id)
+        self.streams: dict[str, BatchStream] = {}
+        self.sums: dict[str, float] = {}  # the unfinished epoch's step values, summed
+        self.window: dict[str, float] = {}  # the same since the last step-level log
+        self.history: list[dict[str, float]] = []
+        self.metrics: dict[str, float] = {}
+        self.start_in_epoch = 0
+
+    # -- phases ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        method, ctx, s = self.method, self.ctx, self.ctx.settings
+        if ctx.device.type == "cpu":
+            # Subnormal floats make x86 arithmetic ~100x slower; adversarial training drifts into
+            # them (a DCGAN epoch went from 7 s to 40 s). Flushing them to zero costs no accuracy.
+            torch.set_flush_denormal(True)
+        seed_everything(s.seed)
+        ctx.steps_per_epoch = steps_per_epoch(method, ctx)  # before setup: schedules use total_steps
+        method.setup(ctx)
+        self.streams = {
+            role: BatchStream(
+                ctx.domains[role].train,
+                s.batch_size,
+                ctx.generator(f"batches/{role}"),
+                labels=labels,
+                channels_last=ctx.channels_last,
+                rank=ctx.dist.rank,
+                world=ctx.dist.world,
+            )
+            for role, labels in method.train_domains().items()
+        }
+        if self.resume is not None:
+            self._restore(self.resume)
+        if ctx.dist.enabled:
+            broadcast_modules(_modules(method), ctx.dist)  # identical replicas from the first step
+        if ctx.dist.is_main:
+            self.hooks.run_start(ctx)
+
+    def train_epoch(self, stop: _StopFlag, report: Reporter) -> None:
+        method, ctx, s = self.method, self.ctx, self.ctx.settings
+        for i in range(self.start_in_epoch, ctx.steps_per_epoch):
+            batch = Batch({role: Labeled(*st.next()) for role, st in self.streams.items()})
+            out = method.train_step(ctx, batch)
+            ctx.step += 1
+            stopping = stop.requested
+            if ctx.dist.enabled:  # one small all-reduce: logged values averaged, and all stop together
+                out, stopping = reduce_step(out, stopping, ctx.dist)
+            self._add(out, i)
+            if ctx.step % s.log_every == 0:
+                self.sink.log_metrics({f"step/{k}": v / s.log_every for k, v in self.window.items()}, ctx.step)
+                self.window.clear()
+            if report.wants(ctx.step):
+                report.step(ctx.step, {k: v / (i + 1) for k, v in self.sums.items()})
+            if stopping:
+                self._save(i + 1)
+                raise RunInterrupted(f"interrupted at epoch {ctx.epoch + 1}, step {i + 1}; checkpoint {self.ckpt}")
+        self.start_in_epoch = 0
+
+    def evaluate_epoch(self) -> dict[str, float]:
+        method, ctx = self.method, self.ctx
+        metrics = {f"train/{k}": v / ctx.steps_per_epoch for k, v in self.sums.items()}
+        self.sums = {}
+        if ctx.dist.enabled:
+            broadcast_modules(_modules(method), ctx.dist)  # rank 0's BN statistics
+        if ctx.dist.is_main:
+            with torch.no_grad():
+                metrics.update(method.evaluate(ctx))
+        return broadcast_object(metrics, ctx.dist)
+
+    def end_epoch(self, metrics: dict[str, float], stop: _StopFlag, report: Reporter) -> None:
+        ctx = self.ctx
+        ctx.epoch += 1
+        self.history.append(metrics)
+        self.metrics = metrics
+        self.sink.log_metrics(metrics, ctx.epoch)
+        self._save(0)
+        report.epoch_end(ctx.epoch, metrics)
+        if ctx.dist.is_main:
+            for key, image in self.method.images(ctx).items():
+                self.sink.log_image(image, key, ctx.epoch)
+            self.hooks.epoch_end(ctx, ctx.epoch, metrics)
+        stopping = stop.requested
+        if ctx.dist.enabled:
+            _, stopping = reduce_step({}, stopping, ctx.dist)
+        if stopping:
+            raise RunInterrupted(f"interrupted after epoch {ctx.epoch}; checkpoint {self.ckpt}")
+
+    def finish(self) -> None:
+        """Summary metrics and selections, figures and the model, once training is over (rank 0;
+        the other processes hold the same model)."""
+        from runner.figures import curves_figure
+
+        method, ctx = self.method, self.ctx
+        if not ctx.dist.is_main:
+            return
+        with self.console.status("final metrics, figures and the model"):
+            final = {**method.summarize(ctx), **select(self.history)}
+            if final:
+                self.sink.log_metrics(final, ctx.epoch)
+                self.metrics = {**self.metrics, **final}
+            figures = {"curves.png": curves_figure(self.history, f"{ctx.resolved.method} on {ctx.task.label}")}
+            figures.update(method.figures(ctx))
+            for name, fig in figures.items():
+                self.sink.log_figure(fig, f"figures/{name}")
+            model = method.inference_model()
+            if model is not None:
+                self.sink.log_model(model, method.inference_example(ctx))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _add(self, out: dict[str, float], i: int) -> None:
+        """Sum a step's values, stopping the run at the first that is not finite."""
+        for key, value in out.items():
+            value = float(value)
+            if not math.isfinite(value):
+                kept = (
+                    f"the last good checkpoint is kept ({self.ckpt})"
+                    if self.ckpt.exists()
+                    else "no checkpoint was written yet (it stopped before the first epoch ended)"
+                )
+                raise NonFiniteLoss(
+                    f"'{key}' became {value} at epoch {self.ctx.epoch + 1}, step {i + 1}; the run is stopped "
+                    f"and {kept}. Lower the learning rate (--set lr=...) or try another seed"
+                )
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.window[key] = self.window.get(key, 0.0) + value
+
+    def _state(self, step_in_epoch: int) -> TrainState:
+        ctx = self.ctx
+        return TrainState(
+            method=self.method.state_dict(),
+            streams={role: st.state_dict() for role, st in self.streams.items()},
+            rng=rng_state(),
+            epoch=ctx.epoch,
+            step=ctx.step,
+            step_in_epoch=step_in_epoch,
+            sums=dict(self.sums),
+            history=list(self.history),
+            resolved=ctx.resolved.to_dict(),
+            scaler=ctx.scaler.state_dict() if ctx.scaler is not None else None,
+        )
+
+    def _save(self, step_in_epoch: int) -> None:
+        if self.ctx.dist.is_main:  # every replica holds the same state; rank 0 writes it
+            save(self.ckpt, self._state(step_in_epoch))
+
+    def _restore(self, state: TrainState) -> None:
+        ctx = self.ctx
+        self.method.load_state_dict(state.method)
+        for role, st in state.streams.items():
+            self.streams[role].load_state_dict(st)
+        set_rng_state(state.rng)
+        ctx.epoch, ctx.step = state.epoch, state.step
+        self.start_in_epoch, self.sums, self.history = state.step_in_epoch, dict(state.sums), list(state.history)
+        self.metrics = self.history[-1] if self.history else {}
+        if ctx.scaler is not None and state.scaler:
+            ctx.scaler.load_state_dict(state.scaler)
 
 
 class _StopFlag:
@@ -147,127 +318,6 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
         self.console.print("[yellow]stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
-
-
-def steps_per_epoch(method: Method, ctx: RunContext) -> int:
-    """An epoch is one pass over the largest training split the method draws from (by all processes)."""
-    per_step = ctx.settings.batch_size * ctx.dist.world
-    return max(len(ctx.domains[r].train) // per_step for r in method.train_domains())
-
-
-def checkpoint_path(settings: RunSettings, run_id: str) -> Path:
-    return Path(settings.checkpoint_dir).expanduser().resolve() / run_id / "last.pt"
-
-
-def train(
-    method: Method,
-    ctx: RunContext,
-    *,
-    log_metrics: Any,
-    on_epoch_end: Any,
-    console: Console,
-    resume_state: dict[str, Any] | None = None,
-) -> list[dict[str, float]]:
-    """Run the remaining epochs of `method`; returns the per-epoch metrics history."""
-    s = ctx.settings
-    wanted = method.train_domains()
-    streams = {
-        role: BatchStream(
-            ctx.domains[role].train,
-            s.batch_size,
-            seed=s.seed * 1000 + i + 1,
-            labels=labels,
-            channels_last=s.channels_last and ctx.device.type == "cuda",
-            rank=ctx.dist.rank,
-            world=ctx.dist.world,
-        )
-        for i, (role, labels) in enumerate(wanted.items())
-    }
-    ctx.steps_per_epoch = steps_per_epoch(method, ctx)
-    history: list[dict[str, float]] = []
-    sums: dict[str, float] = {}
-    start_in_epoch = 0
-    if resume_state is not None:
-        method.load_state_dict(resume_state["method"])
-        for role, st in resume_state["streams"].items():
-            streams[role].load_state_dict(st)
-        checkpoint.set_rng_state(resume_state["rng"])
-        ctx.epoch, ctx.step = resume_state["epoch"], resume_state["step"]
-        start_in_epoch, sums, history = resume_state["step_in_epoch"], resume_state["sums"], resume_state["history"]
-        if ctx.scaler is not None and resume_state.get("scaler"):
-            ctx.scaler.load_state_dict(resume_state["scaler"])
-    ckpt = checkpoint_path(s, ctx.run_id)
-
-    def save(step_in_epoch: int) -> None:
-        if not ctx.dist.is_main:  # every replica holds the same state; rank 0 writes it
-            return
-        checkpoint.save(
-            ckpt,
-            {
-                "method": method.state_dict(),
-                "streams": {r: st.state_dict() for r, st in streams.items()},
-                "rng": checkpoint.rng_state(),
-                "epoch": ctx.epoch,
-                "step": ctx.step,
-                "step_in_epoch": step_in_epoch,
-                "sums": dict(sums),
-                "history": history,
-                "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
-                "resolved": ctx.resolved.to_dict(),
-            },
-        )
-
-    window: dict[str, float] = {}
-    if ctx.dist.enabled:
-        distributed.broadcast_modules(_modules(method), ctx.dist)  # identical replicas from the first step
-    with _StopFlag(console) as stop, Reporter(console, s.epochs, ctx.steps_per_epoch, ctx.step) as report:
-        while ctx.epoch < s.epochs:
-            for i in range(start_in_epoch, ctx.steps_per_epoch):
-                batch = Batch({role: Labeled(*st.next()) for role, st in streams.items()})
-                out = method.train_step(ctx, batch)
-                ctx.step += 1
-                stopping = stop.requested
-                if ctx.dist.enabled:  # one small all-reduce: logged values averaged, and all stop together
-                    out, stopping = distributed.reduce_step(out, stopping, ctx.dist)
-                for key, value in out.items():
-                    value = float(value)
-                    if not math.isfinite(value):
-                        raise NonFiniteLoss(
-                            f"'{key}' became {value} at epoch {ctx.epoch + 1}, step {i + 1}; the run is stopped "
-                            f"and the last good checkpoint kept ({ckpt}). Lower the learning rate "
-                            "(--set lr=...) or try another seed"
-                        )
-                    sums[key] = sums.get(key, 0.0) + value
-                    window[key] = window.get(key, 0.0) + value
-                if ctx.step % s.log_every == 0:
-                    log_metrics({f"step/{k}": v / s.log_every for k, v in window.items()}, ctx.step)
-                    window.clear()
-                if report.wants(ctx.step):
-                    report.step(ctx.step, {k: v / (i + 1) for k, v in sums.items()})
-                if stopping:
-                    save(i + 1)
-                    raise RunInterrupted(f"interrupted at epoch {ctx.epoch + 1}, step {i + 1}; checkpoint {ckpt}")
-            start_in_epoch = 0
-            metrics = {f"train/{k}": v / ctx.steps_per_epoch for k, v in sums.items()}
-            sums = {}
-            if ctx.dist.enabled:
-                distributed.broadcast_modules(_modules(method), ctx.dist)  # rank 0's BN statistics
-            if ctx.dist.is_main:
-                with torch.no_grad():
-                    metrics.update(method.evaluate(ctx))
-            metrics = distributed.broadcast_object(metrics, ctx.dist)
-            ctx.epoch += 1
-            history.append(metrics)
-            log_metrics(metrics, ctx.epoch)
-            save(0)
-            report.epoch_end(ctx.epoch, metrics)
-            on_epoch_end(ctx.epoch, metrics)
-            stopping = stop.requested
-            if ctx.dist.enabled:
-                _, stopping = distributed.reduce_step({}, stopping, ctx.dist)
-            if stopping:
-                raise RunInterrupted(f"interrupted after epoch {ctx.epoch}; checkpoint {ckpt}")
-    return history
 
 
 def _modules(method: Method) -> list[torch.nn.Module]:

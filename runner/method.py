@@ -1,23 +1,22 @@
-"""The `Method` base class: what one training step does, never the loop around it."""
+"""The `Method` base class: what one training step does, never the loop around it, and what
+the rest of hw3 needs to know about a method's results."""
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
+
+from runner.settings import RUN_KEYS
 
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-    from runner.engine import Batch, RunContext
+    from runner.context import Batch, RunContext
 
 KINDS = ("adapt", "generate")
-
-
-def option(default: Any, help: str) -> Any:
-    """A config field with its one-line doc, shown by `hw3 show METHOD`."""
-    return dataclasses.field(default=default, metadata={"help": help})
+C = TypeVar("C")
 
 
 @dataclasses.dataclass
@@ -25,7 +24,15 @@ class NoConfig:
     """A method without settings of its own."""
 
 
-class Method(ABC):
+class ReportRow(NamedTuple):
+    """Where a run belongs in `hw3 report`'s table: a row `label`, and its `place` among the rows
+    (0 a lower bound such as source only, 1 an adaptation method, 2 an upper bound)."""
+
+    label: str
+    place: int = 1
+
+
+class Method(ABC, Generic[C]):
     """Subclass this, set `name`, `kind` and `Config`, and register it with `hw3_register_methods`.
 
     The engine owns the loop: it calls `setup` once, `train_step` for every batch, `evaluate`
@@ -36,10 +43,16 @@ class Method(ABC):
     name: ClassVar[str]
     kind: ClassVar[str] = "adapt"
     description: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # the name tables show (default: `name`), such as "DANN"
     Config: ClassVar[type] = NoConfig
     primary_metric: ClassVar[str] = "target_acc"  # the figure `hw3 run` ends with
+    # Metrics a parent run (`--seeds`, `hw3 sweep`) reports as mean and std, beside the primary
+    # metric and every `selected/...` one.
+    summary_metrics: ClassVar[tuple[str, ...]] = ()
+    # The figures (file names under `figures/`) a report shows for a run; None: every one.
+    report_figures: ClassVar[tuple[str, ...] | None] = None
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: C) -> None:
         self.config = config
 
     def train_domains(self) -> dict[str, bool]:
@@ -49,6 +62,10 @@ class Method(ABC):
         says True (as only the target-only baseline does).
         """
         return {"source": True, "target": False} if self.kind == "adapt" else {"data": True}
+
+    def report_row(self) -> ReportRow | None:
+        """The row of `hw3 report` this run's results belong to; None keeps them out of it."""
+        return ReportRow(self.label or self.name) if self.kind == "adapt" else None
 
     @abstractmethod
     def setup(self, ctx: RunContext) -> None:
@@ -111,9 +128,7 @@ def check_method_class(obj: Any) -> str:
         return f"method '{name}' has kind {obj.kind!r}; use one of {', '.join(KINDS)}"
     if not dataclasses.is_dataclass(obj.Config):
         return f"method '{name}': Config must be a dataclass"
-    from runner.config import RunSettings
-
-    clash = {f.name for f in dataclasses.fields(obj.Config)} & {f.name for f in dataclasses.fields(RunSettings)}
+    clash = {f.name for f in dataclasses.fields(obj.Config)} & RUN_KEYS
     if clash:
         return f"method '{name}': Config redefines run settings {sorted(clash)}; set their defaults in registry.toml"
     return ""

@@ -1,14 +1,16 @@
 """The plugin manager: built-ins first, then third-party entry points of group "hw3", one at a time.
 
-Everything a plugin contributes is collected per plugin, so an error (an import that fails, a
-misspelt hook, a duplicate name, a register hook that raises) is pinned on that plugin and its
-package, shown by `hw3 plugins`, and never stops the rest from working.
+Every hook is called through pluggy (so `tryfirst`, `trylast`, `wrapper=True` and `firstresult`
+mean what pluggy documents; `hookspecs.py` says the order). An error is pinned on the plugin
+whose function raised it, found from the exception's traceback, and on its package: an import
+that fails, a misspelt hook, a duplicate name or a register hook that raises is shown by
+`hw3 plugins` and never stops the rest from working.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
+import inspect
 import os
 import sys
 import traceback
@@ -16,12 +18,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from types import CodeType, FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from runner import hookspecs
-from runner.errors import Hw3Error
+import runner.hookspecs as hookspecs
+from runner.errors import Hw3Error, choices_hint, did_you_mean
+from runner.hookspecs import PLUGIN_API_VERSION
+from runner.version import __version__
+
+if TYPE_CHECKING:
+    from runner.context import RunContext
+    from runner.datasets import DatasetSpec
 
 ENTRY_POINT_GROUP = "hw3"
 BUILTIN_PACKAGE = "hw3"
@@ -60,15 +69,6 @@ class Registered:
     package: str
 
 
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def choices_hint(word: str, choices: list[str]) -> str:
-    return f"{did_you_mean(word, choices)}; choose from: {', '.join(sorted(choices)) or '(none)'}"
-
-
 class PluginManager:
     """A typed face over pluggy: one method per hook, errors attributed to plugins."""
 
@@ -97,7 +97,7 @@ class PluginManager:
                 third.append((ep, package, version))
         if not builtins:
             for name, module in BUILTIN_MODULES.items():
-                self._load(name, BUILTIN_PACKAGE, _own_version(), True, lambda m=module: importlib.import_module(m))
+                self._load(name, BUILTIN_PACKAGE, __version__, True, lambda m=module: importlib.import_module(m))
         for ep, package, version in builtins:
             self._load(ep.name, package, version, True, ep.load)
         for ep, package, version in sorted(third, key=lambda t: (_norm(t[1]), t[0].name)):
@@ -160,32 +160,9 @@ class PluginManager:
         if info.errors and os.environ.get("HW3_STRICT_PLUGINS") == "1":
             raise Hw3Error(f"plugin '{info.name}' ({info.package}): {info.errors[0]} [HW3_STRICT_PLUGINS=1]")
 
-    # -- registration hooks ------------------------------------------------------------------
-    def _collect(self, hook: str, kind: str, check: Callable[[Any], str]) -> dict[str, Registered]:
-        found: dict[str, Registered] = {}
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():  # registration order
-            info = self.infos.get(impl.plugin_name)
-            package = info.package if info else "?"
-
-            def register(obj: Any, _plugin: str = impl.plugin_name, _package: str = package) -> None:
-                problem = check(obj)
-                if problem:
-                    raise _RegisterRejected(problem)
-                if obj.name in found:
-                    other = found[obj.name]
-                    raise _RegisterRejected(
-                        f"{kind} '{obj.name}' is already registered by {other.package} "
-                        f"(plugin '{other.plugin}'); uninstall one of them or rename this one"
-                    )
-                found[obj.name] = Registered(obj, _plugin, _package)
-
-            try:
-                _call(impl, register=register)
-            except _RegisterRejected as exc:
-                self._error(impl.plugin_name, str(exc))
-            except Exception as exc:
-                self._error(impl.plugin_name, f"{hook} raised {_exc_line(exc)}")
-        return found
+    def package_of(self, plugin: str) -> str:
+        info = self.infos.get(plugin)
+        return info.package if info else "?"
 
     def _error(self, plugin: str, message: str) -> None:
         info = self.infos.setdefault(plugin, PluginInfo(plugin, "?", "", False))
@@ -193,6 +170,83 @@ class PluginManager:
             info.errors.append(message)
         if os.environ.get("HW3_STRICT_PLUGINS") == "1":
             raise Hw3Error(f"plugin '{plugin}' ({info.package}): {message} [HW3_STRICT_PLUGINS=1]")
+
+    # -- calling hooks through pluggy --------------------------------------------------------
+    def _culprit(self, hook: str, exc: BaseException) -> str | None:
+        """The plugin whose implementation of `hook` raised `exc`: the innermost frame of the
+        traceback that is one of the hook's implementations (a wrapper's frame is outside the
+        implementation it wraps, so a wrapper is named only for what it raised itself)."""
+        impls = self._impls(hook)
+        found = None
+        tb: TracebackType | None = exc.__traceback__
+        while tb is not None:
+            found = _plugin_of_frame(tb.tb_frame, impls) or found
+            tb = tb.tb_next
+        return found
+
+    def _caller(self, hook: str, frame: FrameType | None) -> str | None:
+        """The plugin whose implementation of `hook` is on the stack at `frame` (the innermost)."""
+        impls = self._impls(hook)
+        while frame is not None:
+            if name := _plugin_of_frame(frame, impls):
+                return name
+            frame = frame.f_back
+        return None
+
+    def _impls(self, hook: str) -> list[tuple[CodeType, Any, str]]:
+        """(code, bound instance or None, plugin name) of each implementation of `hook`."""
+        out = []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            bound = getattr(impl.function, "__self__", None)
+            fn = inspect.unwrap(getattr(impl.function, "__func__", impl.function))
+            if code := getattr(fn, "__code__", None):
+                out.append((code, bound if inspect.ismethod(impl.function) else None, impl.plugin_name))
+        return out
+
+    def _call_sparing(self, hook: str, undo: Callable[[], None], **kwargs: Any) -> Any:
+        """Call `hook` through pluggy; when one plugin raises, record the error on it, `undo` what
+        the call did so far, and call again without that plugin, until a call goes through."""
+        skip: list[Any] = []
+        while True:
+            caller = self.pm.subset_hook_caller(hook, skip) if skip else getattr(self.pm.hook, hook)
+            try:
+                return caller(**kwargs)
+            except Exception as exc:
+                undo()
+                name = self._culprit(hook, exc)
+                plugin = self.pm.get_plugin(name) if name else None
+                if plugin is None or plugin in skip:
+                    raise
+                self._error(name, f"{hook} raised {_exc_line(exc)}")
+                skip.append(plugin)
+
+    # -- registration hooks ------------------------------------------------------------------
+    def _collect(self, hook: str, kind: str, check: Callable[[Any], str]) -> dict[str, Registered]:
+        offers: list[tuple[Any, str]] = []
+
+        def register(obj: Any) -> None:
+            plugin = self._caller(hook, sys._getframe(1)) or "?"
+            problem = check(obj)
+            if problem:
+                self._error(plugin, problem)
+            else:
+                offers.append((obj, plugin))
+
+        self._call_sparing(hook, offers.clear, register=register)
+        # Unique names whatever order pluggy called the plugins in: the first loaded keeps one.
+        order = {name: i for i, name in enumerate(self.infos)}
+        found: dict[str, Registered] = {}
+        for obj, plugin in sorted(offers, key=lambda o: order.get(o[1], len(order))):
+            if obj.name in found:
+                other = found[obj.name]
+                self._error(
+                    plugin,
+                    f"{kind} '{obj.name}' is already registered by {other.package} "
+                    f"(plugin '{other.plugin}'); uninstall one of them or rename this one",
+                )
+                continue
+            found[obj.name] = Registered(obj, plugin, self.package_of(plugin))
+        return found
 
     def methods(self) -> dict[str, Registered]:
         if self._methods is None:
@@ -203,7 +257,7 @@ class PluginManager:
 
     def datasets(self) -> dict[str, Registered]:
         if self._datasets is None:
-            from runner.data import check_dataset_spec
+            from runner.datasets import check_dataset_spec
 
             self._datasets = self._collect("hw3_register_datasets", "dataset", check_dataset_spec)
         return self._datasets
@@ -214,53 +268,73 @@ class PluginManager:
             raise Hw3Error(f"unknown method '{name}'{choices_hint(name, list(methods))}")
         return methods[name].obj
 
-    def dataset(self, name: str) -> Any:
+    def dataset(self, name: str) -> DatasetSpec:
         datasets = self.datasets()
         if name in datasets:
             return datasets[name].obj
-        for impl in self.pm.hook.hw3_resolve_dataset.get_hookimpls():
-            try:
-                spec = _call(impl, name=name)
-            except Hw3Error:
-                raise
-            except Exception as exc:
-                self._error(impl.plugin_name, f"hw3_resolve_dataset raised {_exc_line(exc)}")
-                continue
-            if spec is not None:
-                datasets[name] = Registered(spec, impl.plugin_name, self.infos[impl.plugin_name].package)
-                return spec
-        raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
+        try:
+            spec, plugin = self._answered_by("hw3_resolve_dataset", name=name)
+        except Hw3Error:
+            raise
+        except Exception as exc:
+            culprit = self._culprit("hw3_resolve_dataset", exc) or "?"
+            raise Hw3Error(
+                f"plugin '{culprit}' ({self.package_of(culprit)}) raised in hw3_resolve_dataset "
+                f"for '{name}': {_exc_line(exc)}"
+            ) from None
+        if spec is None:
+            raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
+        datasets[name] = Registered(spec, plugin or "?", self.package_of(plugin or "?"))
+        return spec
+
+    def _answered_by(self, hook: str, **kwargs: Any) -> tuple[Any, str | None]:
+        """Call a `firstresult` hook through pluggy; its result and the plugin whose
+        implementation returned it (watched with a profile function for the call's length)."""
+        impls, answered = self._impls(hook), [None]
+        previous = sys.getprofile()
+
+        def watch(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "return" and arg is not None and (name := _plugin_of_frame(frame, impls)):
+                answered[0] = name
+            if previous is not None:
+                previous(frame, event, arg)
+
+        sys.setprofile(watch)
+        try:
+            result = getattr(self.pm.hook, hook)(**kwargs)
+        finally:
+            sys.setprofile(previous)
+        return result, answered[0]
 
     def add_commands(self, app: Any) -> None:
-        for impl in self.pm.hook.hw3_register_commands.get_hookimpls():
-            try:
-                _call(impl, app=app)
-            except Exception as exc:
-                self._error(impl.plugin_name, f"hw3_register_commands raised {_exc_line(exc)}")
+        saved = (list(app.registered_commands), list(app.registered_groups))
+
+        def undo() -> None:
+            app.registered_commands[:], app.registered_groups[:] = saved
+
+        self._call_sparing("hw3_register_commands", undo, app=app)
 
     # -- lifecycle hooks: an exception here stops the run and names the plugin ---------------
-    def run_start(self, run: Any) -> None:
-        self._call_each("hw3_run_start", run=run)
+    def run_start(self, run: RunContext) -> None:
+        self._call_lifecycle("hw3_run_start", run=run)
 
-    def epoch_end(self, run: Any, epoch: int, metrics: dict[str, float]) -> None:
-        self._call_each("hw3_epoch_end", run=run, epoch=epoch, metrics=metrics)
+    def epoch_end(self, run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
+        self._call_lifecycle("hw3_epoch_end", run=run, epoch=epoch, metrics=metrics)
 
-    def run_end(self, run: Any, status: str, metrics: dict[str, float]) -> None:
-        self._call_each("hw3_run_end", run=run, status=status, metrics=metrics)
+    def run_end(self, run: RunContext, status: str, metrics: dict[str, float]) -> None:
+        self._call_lifecycle("hw3_run_end", run=run, status=status, metrics=metrics)
 
-    def _call_each(self, hook: str, **kwargs: Any) -> None:
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            try:
-                _call(impl, **kwargs)
-            except (KeyboardInterrupt, Hw3Error):
-                raise
-            except Exception as exc:
-                info = self.infos.get(impl.plugin_name)
-                package = info.package if info else "?"
-                raise PluginHookError(
-                    f"plugin '{impl.plugin_name}' ({package}) raised in {hook}: {_exc_line(exc)}",
-                    traceback.format_exc(),
-                ) from exc
+    def _call_lifecycle(self, hook: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.pm.hook, hook)(**kwargs)
+        except (KeyboardInterrupt, Hw3Error):
+            raise
+        except Exception as exc:
+            name = self._culprit(hook, exc) or "?"
+            raise PluginHookError(
+                f"plugin '{name}' ({self.package_of(name)}) raised in {hook}: {_exc_line(exc)}",
+                traceback.format_exc(),
+            ) from exc
 
     def problems(self) -> list[str]:
         """One line per plugin error, for warnings on stderr."""
@@ -275,8 +349,6 @@ def api_problem(wanted: Any) -> str:
     when its number equals ours. Features added within a version are asked for with a
     dependency on a hw3 release instead (`dependencies = ["hw3>=0.2"]`).
     """
-    from runner import PLUGIN_API_VERSION, __version__
-
     text = str(wanted).strip()
     if isinstance(wanted, bool) or not text.isdigit():
         return f'HW3_API = {wanted!r} is not a plugin API version; write a whole number such as "{PLUGIN_API_VERSION}"'
@@ -293,13 +365,13 @@ class PluginHookError(Hw3Error):
         self.traceback = tb
 
 
-class _RegisterRejected(Exception):
-    pass
-
-
-def _call(impl: Any, **kwargs: Any) -> Any:
-    """Call one hook implementation with the arguments it asks for (pluggy allows a subset)."""
-    return impl.function(*[kwargs[name] for name in impl.argnames])
+def _plugin_of_frame(frame: FrameType, impls: list[tuple[CodeType, Any, str]]) -> str | None:
+    """The plugin whose hook implementation `frame` is running, if any. Two instances of one
+    plugin class share their functions' code; the frame's `self` tells them apart."""
+    for code, bound, name in impls:
+        if frame.f_code is code and (bound is None or frame.f_locals.get(code.co_varnames[0]) is bound):
+            return name
+    return None
 
 
 def _exc_line(exc: BaseException) -> str:
@@ -309,12 +381,6 @@ def _exc_line(exc: BaseException) -> str:
 
 def _norm(name: str) -> str:
     return name.lower().replace("_", "-")
-
-
-def _own_version() -> str:
-    from runner import __version__
-
-    return __version__
 
 
 def _load_filter() -> set[str] | None:

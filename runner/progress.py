@@ -27,6 +27,16 @@ def fmt_metrics(metrics: dict[str, float], skip_nested: bool = True) -> str:
     return "  ".join(parts)
 
 
+def fmt_value(key: str, value: float | None) -> str:
+    """One metric for a table: accuracies as percentages, numbers from 1 up to two decimals, smaller
+    ones to four significant digits."""
+    if value is None:
+        return "-"
+    if key.endswith("acc"):
+        return f"{value:.2%}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4g}"
+
+
 class Reporter:
     PLAIN_EVERY_S = 30.0
 

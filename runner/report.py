@@ -1,39 +1,39 @@
 """`hw3 report`: the course report's table, built from the runs in MLflow.
 
-Rows are methods (source only, DANN, ADDA, the stronger method, any other adaptation method
-found, target only), columns are pairs, cells are mean ± std of target accuracy over the
-finished runs of that method on that pair, under one stated checkpoint-selection protocol.
+Rows are what each run's method said it is (`Method.report_row`, stored as the run's `hw3.row`
+tags): lower bounds first (source only), then adaptation methods in the order their plugins
+loaded, then upper bounds (target only). Columns are pairs; cells are mean ± std of target
+accuracy over the finished runs of that row on that pair, under one stated selection protocol.
 """
 
 from __future__ import annotations
 
 import shutil
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner.errors import Hw3Error
+from runner.fanout import mean_std
 from runner.selection import PROTOCOLS
 
-ROW_ORDER = ["source only", "dann", "adda", "selfens", "target only"]
-ROW_LABELS = {"dann": "DANN", "adda": "ADDA", "selfens": "self-ensembling"}
+ROW_TAG, PLACE_TAG = "hw3.row", "hw3.row.place"
 
 
 @dataclass
 class Cell:
     values: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
-    latest: Any = None  # the newest run, whose t-SNE figures the report shows
+    latest: Any = None  # the newest run, whose figures the report shows
 
     def text(self) -> str:
         if not self.values:
             return "-"
-        mean = 100 * statistics.fmean(self.values)
+        mean, std = mean_std(self.values)
         if len(self.values) == 1:
-            return f"{mean:.2f} (1 run)"
-        return f"{mean:.2f} ± {100 * statistics.stdev(self.values):.2f} ({len(self.values)} runs)"
+            return f"{100 * mean:.2f} (1 run)"
+        return f"{100 * mean:.2f} ± {100 * std:.2f} ({len(self.values)} runs)"
 
 
 @dataclass
@@ -45,11 +45,22 @@ class Report:
     tracking_uri: str
 
 
-def row_of(run: Any) -> str | None:
-    method = run.data.tags.get("method")
-    if method == "baseline":
-        return {"source": "source only", "target": "target only"}.get(run.data.params.get("train_on", ""))
-    return method
+def row_of(run: Any) -> tuple[str, int] | None:
+    """The row (label, place) a run's method gave it; a run made before rows were tagged goes
+    in a row named after its method."""
+    tags = run.data.tags
+    if ROW_TAG in tags:
+        return tags[ROW_TAG], int(tags.get(PLACE_TAG, "1"))
+    return (tags["method"], 1) if "method" in tags else None
+
+
+def order_rows(rows: dict[str, tuple[int, str]]) -> list[str]:
+    """Row labels by place, then by the order their methods' plugins registered them, then by name;
+    `rows` maps each label to (place, method)."""
+    from runner.plugins import get_manager
+
+    known = {name: i for i, name in enumerate(get_manager().methods())}
+    return sorted(rows, key=lambda r: (rows[r][0], known.get(rows[r][1], len(known)), r))
 
 
 def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[str] | None = None) -> Report:
@@ -69,10 +80,13 @@ def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[s
         order_by=["attributes.start_time DESC"],
     )  # fmt: skip
     cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
+    places: dict[str, tuple[int, str]] = {}
     for run in runs:
-        pair, row = run.data.tags.get("pair"), row_of(run)
-        if not pair or not row or run.data.tags.get("hw3.parent") == "true":
+        pair, found = run.data.tags.get("pair"), row_of(run)
+        if not pair or not found or run.data.tags.get("hw3.parent") == "true":
             continue
+        row = found[0]
+        places[row] = (found[1], run.data.tags.get("method", ""))
         if run.data.tags.get("hw3.sweep.child") == "true" or (run_ids is not None and run.info.run_id not in run_ids):
             continue  # tuning runs are not results; a suite's report shows its own runs
         if pairs and pair not in pairs:
@@ -85,13 +99,7 @@ def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[s
         cell.runs.append(run.info.run_id)
         cell.latest = cell.latest or run
     found_pairs = sorted({p for _, p in cells})
-    rows = [r for r in ROW_ORDER if any(k[0] == r for k in cells)]
-    others = sorted({r for r, _ in cells} - set(ROW_ORDER))
-    rows = (
-        rows[: rows.index("target only")] + others + rows[rows.index("target only") :]
-        if "target only" in rows
-        else rows + others
-    )
+    rows = order_rows({r: places[r] for r, _ in cells})
     return Report(protocol, pairs or found_pairs, rows, dict(cells), tracker.uri)
 
 
@@ -106,12 +114,12 @@ def rich_table(report: Report) -> Any:
     for pair in report.pairs:
         t.add_column(pair.replace(":", " → "))
     for row in report.rows:
-        t.add_row(ROW_LABELS.get(row, row), *[report.cells.get((row, p), Cell()).text() for p in report.pairs])
+        t.add_row(row, *[report.cells.get((row, p), Cell()).text() for p in report.pairs])
     return t
 
 
 def write(report: Report, out: Path) -> Path:
-    """report.md in `out`, with each cell's newest t-SNE figures copied beside it."""
+    """report.md in `out`, with the figures of each cell's newest run copied beside it."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.md"
     path.write_text("\n".join(["# Target accuracy (%)", "", *markdown(report, out)]) + "\n")
@@ -119,7 +127,7 @@ def write(report: Report, out: Path) -> Path:
 
 
 def markdown(report: Report, out: Path) -> list[str]:
-    """The table, the runs behind each cell and their t-SNE figures (copied into `out`), as Markdown."""
+    """The table, the runs behind each cell and their figures (copied into `out`), as Markdown."""
     from mlflow import MlflowClient
 
     client = MlflowClient(report.tracking_uri)
@@ -133,26 +141,47 @@ def markdown(report: Report, out: Path) -> list[str]:
     ]
     for row in report.rows:
         texts = [report.cells.get((row, p), Cell()).text() for p in report.pairs]
-        lines.append(f"| {ROW_LABELS.get(row, row)} | " + " | ".join(texts) + " |")
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
     lines += ["", "## Runs behind each cell", ""]
     figures = []
     for (row, pair), cell in sorted(report.cells.items()):
         if pair not in report.pairs:
             continue
-        lines.append(f"- {ROW_LABELS.get(row, row)}, {pair}: " + ", ".join(f"`{r}`" for r in cell.runs))
-        for kind in ("class", "domain"):
-            name = f"tsne_{kind}.png"
-            try:
-                local = client.download_artifacts(cell.latest.info.run_id, f"figures/{name}")
-            except Exception:
-                continue
-            target = out / f"{pair.replace(':', '-')}_{row.replace(' ', '-')}_{name}"
+        lines.append(f"- {row}, {pair}: " + ", ".join(f"`{r}`" for r in cell.runs))
+        for name, local in report_figures(client, cell.latest):
+            target = out / f"{pair.replace(':', '-')}_{row.lower().replace(' ', '-')}_{name}"
             shutil.copyfile(local, target)
-            figures.append((row, pair, kind, target.name))
+            figures.append((row, pair, name, target.name))
     if figures:
-        lines += ["", "## t-SNE of source and target test features (newest run of each cell)", ""]
-        for row, pair, kind, name in figures:
-            lines.append(f"**{ROW_LABELS.get(row, row)}, {pair}, by {kind}**  ")
-            lines.append(f"![{row} {pair} {kind}]({name})")
+        lines += ["", "## Figures of the newest run of each cell", ""]
+        for row, pair, name, file in figures:
+            lines.append(f"**{row}, {pair}: {caption(name)}**  ")
+            lines.append(f"![{row} {pair} {name}]({file})")
             lines.append("")
     return lines
+
+
+def report_figures(client: Any, run: Any) -> list[tuple[str, str]]:
+    """(file name, local copy) of the figures a report shows for `run`: those its method lists in
+    `report_figures`, or every `figures/*.png` (also when the method is not installed here)."""
+    from runner.plugins import get_manager
+
+    method = get_manager().methods().get(run.data.tags.get("method", ""))
+    wanted = getattr(method.obj, "report_figures", None) if method else None
+    try:
+        present = [a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "figures")]
+    except Exception:
+        return []
+    names = [n for n in (wanted if wanted is not None else sorted(present)) if n in present and n.endswith(".png")]
+    out = []
+    for name in names:
+        try:
+            out.append((name, client.download_artifacts(run.info.run_id, f"figures/{name}")))
+        except Exception:
+            continue
+    return out
+
+
+def caption(name: str) -> str:
+    """`tsne_class.png` -> `tsne class`."""
+    return name.removesuffix(".png").replace("_", " ")

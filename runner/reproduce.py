@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from runner.config import load_registry
-from runner.errors import ConfigError, Hw3Error, RunInterrupted
-from runner.plugins import choices_hint, get_manager
+from runner.errors import ConfigError, Hw3Error, RunInterrupted, choices_hint
+from runner.plugins import get_manager
 from runner.run import RunRequest, execute, plan
 
 SUITE_TAG, ITEM_TAG, SETTINGS_TAG = "hw3.suite", "hw3.suite.item", "hw3.suite.settings"
@@ -34,9 +34,12 @@ class Item:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def where(self) -> str:
+        return self.pair or self.dataset or ""
+
+    @property
     def key(self) -> str:
-        where = self.pair or self.dataset or ""
-        return " ".join([self.method, where, *(f"{k}={v}" for k, v in sorted(self.settings.items()))])
+        return " ".join([self.method, self.where, *(f"{k}={v}" for k, v in sorted(self.settings.items()))])
 
 
 @dataclass

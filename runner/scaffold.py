@@ -19,7 +19,8 @@ MAX_NAME = 40
 def names(name: str) -> dict[str, str]:
     """What the templates fill in for plugin `name`, such as my-method: the method and entry-point
     name, the distribution (hw3-my-method), the package (hw3_my_method) and the class (MyMethod)."""
-    from runner import PLUGIN_API_VERSION, __version__
+    from runner.hookspecs import PLUGIN_API_VERSION
+    from runner.version import __version__
 
     words = re.split(r"[-_]", name)
     return {

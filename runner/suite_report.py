@@ -1,5 +1,6 @@
 """The report folder of `hw3 reproduce`: Markdown and HTML with the suite's tables and figures,
-every number and picture taken from the runs in MLflow."""
+every number and picture taken from the runs in MLflow. Which metrics and figures a run shows
+is what its method declares (`primary_metric`, `summary_metrics`, `report_figures`)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-GENERATIVE_FIGURES = ("samples.png", "classes.png", "pairs.png", "losses.png")
-QUALITY = (
-    ("quality/fd", "Fréchet distance", "{:.2f}"),
-    ("quality/kid", "KID", "{:.3f}"),
-    ("quality/label_acc", "label accuracy", "{:.1%}"),
-    ("quality/classifier_acc", "feature classifier accuracy", "{:.1%}"),
-)
-
 
 def write_report(suite: str, description: str, outcomes: list[Any], out: Path, digest: str) -> Path:
     """report.md and report.html in `out`, figures beside them; returns the HTML file."""
-    from runner import report as adaptation
+    import runner.report as table_report
     from runner.tracking import Tracker
 
     tracker = Tracker()
@@ -43,17 +36,18 @@ def write_report(suite: str, description: str, outcomes: list[Any], out: Path, d
     ]
     for i, o in enumerate(outcomes, start=1):
         lines.append(f"| {i} | {o.item.key} | {o.status} | `{o.run_id or '-'}` |")
-    generative = [(o, runs[o.run_id]) for o in outcomes if o.run_id and o.item.dataset]
-    if generative:
+    # Runs with a row of the report's table go in it; every other run gets a section of its own.
+    in_table = {rid for rid, run in runs.items() if table_report.ROW_TAG in run.data.tags}
+    alone = [(o, runs[o.run_id]) for o in outcomes if o.run_id and o.run_id not in in_table]
+    if alone:
         lines += ["", "## Generative models", ""]
-        for o, run in generative:
-            lines += _generative_section(o, run, client, out)
-    adapt_ids = {o.run_id for o in outcomes if o.run_id and o.item.pair}
-    if adapt_ids:
-        table = adaptation.build("last", run_ids=adapt_ids)
-        pairs = list(dict.fromkeys(o.item.pair for o in outcomes if o.item.pair))
+        for o, run in alone:
+            lines += _run_section(o, run, client, out)
+    if in_table:
+        table = table_report.build("last", run_ids=in_table)
+        pairs = list(dict.fromkeys(runs[o.run_id].data.tags.get("pair") for o in outcomes if o.run_id in in_table))
         table.pairs = [p for p in pairs if any(k[1] == p for k in table.cells)]
-        lines += ["", "## Domain adaptation: target accuracy (%)", "", *adaptation.markdown(table, out)]
+        lines += ["", "## Domain adaptation: target accuracy (%)", "", *table_report.markdown(table, out)]
     md = out / "report.md"
     md.write_text("\n".join(lines) + "\n")
     page = out / "report.html"
@@ -61,25 +55,22 @@ def write_report(suite: str, description: str, outcomes: list[Any], out: Path, d
     return page
 
 
-def _generative_section(o: Any, run: Any, client: Any, out: Path) -> list[str]:
+def _run_section(o: Any, run: Any, client: Any, out: Path) -> list[str]:
+    """A run's headline metrics (its method's primary and summary metrics) and its figures."""
+    from runner.plugins import get_manager
+    from runner.progress import fmt_value
+    from runner.report import report_figures
+
     m = run.data.metrics
-    name = f"{o.item.method}-{o.item.dataset}"
+    method = get_manager().methods().get(o.item.method)
+    keys = [method.obj.primary_metric, *method.obj.summary_metrics] if method else []
+    shown = [(k, fmt_value(k, m[k])) for k in dict.fromkeys(keys) if k in m]
     lines = [f"### {o.item.key} (run `{run.info.run_id}`)", ""]
-    shown = [(label, fmt.format(m[key])) for key, label, fmt in QUALITY if key in m]
     if shown:
-        lines += ["| " + " | ".join(label for label, _ in shown) + " |", "|---" * len(shown) + "|"]
-        lines += ["| " + " | ".join(value for _, value in shown) + " |", ""]
-        if "quality/n_fake" in m:
-            lines += [
-                f"Measured on {m['quality/n_fake']:.0f} generated and {m['quality/n_real']:.0f} real training "
-                "images in the features of a classifier trained on the real data.",
-                "",
-            ]
-    for fig in GENERATIVE_FIGURES:
-        try:
-            local = client.download_artifacts(run.info.run_id, f"figures/{fig}")
-        except Exception:
-            continue
+        lines += ["| " + " | ".join(k for k, _ in shown) + " |", "|---" * len(shown) + "|"]
+        lines += ["| " + " | ".join(v for _, v in shown) + " |", ""]
+    name = f"{o.item.method}-{o.item.where.replace(':', '-')}"
+    for fig, local in report_figures(client, run):
         target = out / f"{name}_{fig}"
         shutil.copyfile(local, target)
         lines += [f"![{o.item.method} {fig}]({target.name})", ""]

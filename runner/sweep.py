@@ -9,9 +9,9 @@ metrics and as `sweep.md`/`sweep.json`.
 from __future__ import annotations
 
 import itertools
+import json
 import re
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich.console import Console
@@ -19,9 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.config import ResolvedConfig, coerce, config_fields
-from runner.errors import ConfigError, RunFailed, RunInterrupted
-from runner.plugins import choices_hint, get_manager
-from runner.run import RunRequest, RunResult, execute, plan
+from runner.errors import ConfigError, choices_hint
+from runner.fanout import Child, FanOut, Parent, fan_out, mean_std
+from runner.plugins import get_manager
+from runner.progress import fmt_value
+from runner.run import RunRequest, plan
 
 SWEEP_TAG = "hw3.sweep"  # "true" on the parent
 CHILD_TAG = "hw3.sweep.child"  # "true" on each child, beside one `hw3.grid.KEY` tag per grid key
@@ -46,18 +48,6 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: write whole numbers separated by commas, such as 0,1,2") from None
-    if not seeds:
-        raise ConfigError("--seeds needs at least one seed, such as 0,1,2")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r}: a seed is listed twice")
-    return seeds
-
-
 @dataclass
 class Row:
     """One grid setting and what its runs gave."""
@@ -73,12 +63,11 @@ class Row:
 
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
+        return mean_std(self.values)[0] if self.values else None
 
     @property
     def std(self) -> float | None:
-        vals = self.values
-        return (statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
+        return mean_std(self.values)[1] if self.values else None
 
 
 @dataclass
@@ -143,8 +132,7 @@ def check(req: RunRequest, grid: dict[str, list[str]], seeds: list[int] | None) 
 
 def _child(req: RunRequest, setting: dict[str, str], seed: int | None, **extra: Any) -> RunRequest:
     seed_override = [("seed", seed)] if seed is not None else []
-    fields = {**req.__dict__, "overrides": [*req.overrides, *setting.items(), *seed_override], **extra}
-    return RunRequest(**fields)
+    return replace(req, overrides=[*req.overrides, *setting.items(), *seed_override], **extra)
 
 
 def run_sweep(
@@ -154,85 +142,73 @@ def run_sweep(
 
     Ctrl-C stops the sweep and marks the parent KILLED; what finished is still summarised on it.
     """
-    from runner import tracking
-
     console = console or Console()
     resolved = check(req, grid, seeds)
+    task = resolved.task
     primary = get_manager().method(req.method).primary_metric
-    where = {"pair": resolved.pair} if resolved.pair else {"dataset": resolved.dataset}
-    where_text = resolved.pair or resolved.dataset or ""
     run_seeds = seeds if seeds is not None else [resolved.settings.seed]
-    settings = settings_of(grid)
-    tracker = tracking.Tracker()  # an unreachable server stops here, before any run
     # Not `hw3-...` as plain runs: `hw3 report` reads those, and tuning runs do not belong in its table.
-    experiment = req.experiment or f"sweep-{where_text.replace(':', '-')}"
-    name = f"{req.method}-{where_text.replace(':', '-')}"
-    parent = tracker.start(
-        experiment,
-        req.run_name or f"{name}-sweep",
-        {
-            "method": req.method,
-            **where,
-            SWEEP_TAG: "true",
-            "hw3.parent": "true",  # `hw3 report` skips parents
-            "hw3.grid": "; ".join(f"{k}={','.join(v)}" for k, v in grid.items()),
-            "hw3.seeds": ",".join(map(str, run_seeds)),
-            **tracking.version_tags(),
-        },
-    )
+    experiment = req.experiment or f"sweep-{task.slug}"
+    name = f"{req.method}-{task.slug}"
     others = {k: v for k, v in resolved.flat().items() if k not in grid and k != "seed"}
     grid_params = {f"grid.{k}": ",".join(v) for k, v in grid.items()}
-    tracker.log_params({"method": req.method, **where, **grid_params, "seeds": ",".join(map(str, run_seeds)), **others})
-    result = SweepResult(
-        parent, experiment, req.method, where_text, primary, grid, run_seeds, [Row(s, len(run_seeds)) for s in settings]
+    parent = Parent(
+        experiment=experiment,
+        run_name=req.run_name or f"{name}-sweep",
+        tags={
+            "method": req.method,
+            **task.tags(),
+            SWEEP_TAG: "true",
+            "hw3.grid": "; ".join(f"{k}={','.join(v)}" for k, v in grid.items()),
+            "hw3.seeds": ",".join(map(str, run_seeds)),
+        },
+        params={"method": req.method, **task.tags(), **grid_params, "seeds": ",".join(map(str, run_seeds)), **others},
+        what="sweep",
     )
-    total = len(settings) * len(run_seeds)
+    result = SweepResult(
+        "",
+        experiment,
+        req.method,
+        task.label,
+        primary,
+        grid,
+        run_seeds,
+        [Row(s, len(run_seeds)) for s in settings_of(grid)],
+    )
+    children, places = [], []
+    for row in result.rows:
+        for seed in run_seeds:
+            tags = {CHILD_TAG: "true", **{f"hw3.grid.{k}": v for k, v in row.setting.items()}}
+            run_name = f"{name} {_label(row.setting)} seed{seed}"
+            children.append(
+                Child(
+                    _child(req, row.setting, seed, tags=tags, run_name=run_name), f"{_label(row.setting)} seed {seed}"
+                )
+            )
+            places.append((row, seed))
     console.print(
-        f"[bold]sweep[/] {escape(req.method)} on {where_text}: {len(settings)} settings x {len(run_seeds)} seeds = "
-        f"{total} runs under parent run {parent} in experiment {experiment}",
+        f"[bold]sweep[/] {escape(req.method)} on {task.label}: {len(result.rows)} settings x {len(run_seeds)} seeds = "
+        f"{len(children)} runs in experiment {experiment}",
         highlight=False,
     )
-    status = "FAILED"
-    try:
-        done = 0
+
+    def summarize(out: FanOut) -> tuple[dict[str, float], dict[str, str]]:
+        result.parent_run_id, result.status = out.parent_run_id, out.status
         for row in result.rows:
-            for seed in run_seeds:
-                done += 1
-                what = escape(_label(row.setting))
-                console.print(f"[bold]{what} seed {seed}[/] ({done} of {total})", highlight=False)
-                child = _child(
-                    req,
-                    row.setting,
-                    seed,
-                    tags={CHILD_TAG: "true", **{f"hw3.grid.{k}": v for k, v in row.setting.items()}},
-                    parent_run_id=parent,
-                    experiment=experiment,  # MLflow nests runs only within one experiment
-                    run_name=f"{name} {_label(row.setting)} seed{seed}",
-                )
-                try:
-                    run: RunResult = execute(child, console)
-                except RunFailed as exc:  # one bad setting (a diverging lr) should not end the sweep
-                    console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
-                    row.failed.append((seed, str(exc)))
-                    continue
-                row.runs.append((seed, run.run_id, run.metrics.get(primary)))
-        status = "FINISHED" if any(r.runs for r in result.rows) else "FAILED"
-    except (RunInterrupted, KeyboardInterrupt) as exc:
-        status = "KILLED"
-        finished = sum(len(r.runs) for r in result.rows)
-        why = f"{exc}; " if str(exc) else ""  # the child's own message names its checkpoint
-        raise RunInterrupted(
-            f"{why}the sweep stopped after {finished} of {total} runs; parent run {parent} is marked KILLED"
-        ) from None
-    finally:
-        result.status = status
-        try:
-            if any(r.runs or r.failed for r in result.rows):
-                tracker.log_metrics(summary_metrics(result), sum(len(r.runs) for r in result.rows))
-                tracker.log_text(markdown(result), "sweep.md")
-                tracker.log_dict(as_json(result), "sweep.json")
-        finally:
-            tracker.end(status)
+            row.runs.clear()
+            row.failed.clear()
+        for run, (row, seed) in zip(out.runs, places, strict=False):
+            if run.result is not None:
+                row.runs.append((seed, run.result.run_id, run.result.metrics.get(primary)))
+            elif run.error is not None:
+                row.failed.append((seed, run.error))
+        return summary_metrics(result), {
+            "sweep.md": markdown(result),
+            "sweep.json": json.dumps(as_json(result), indent=2),
+        }
+
+    out = fan_out(parent, children, summarize, keep_going=True, console=console)
+    result.status = out.status
     return result
 
 
@@ -265,17 +241,11 @@ def summary_metrics(result: SweepResult) -> dict[str, float]:
     return out
 
 
-def _fmt_value(metric: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2%}" if metric.endswith("acc") else f"{value:.4g}"
-
-
 def _cell(result: SweepResult, row: Row) -> str:
     if row.mean is None:
         return "not measured" if row.runs else "-"
-    text = _fmt_value(result.primary_metric, row.mean)
-    return f"{text} ± {_fmt_value(result.primary_metric, row.std)}" if len(row.values) > 1 else text
+    text = fmt_value(result.primary_metric, row.mean)
+    return f"{text} ± {fmt_value(result.primary_metric, row.std)}" if len(row.values) > 1 else text
 
 
 def _runs_cell(row: Row) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from runner import PLUGIN_API_VERSION, __version__
 from runner.config import Registry, ResolvedConfig, config_fields, type_name
+from runner.hookspecs import PLUGIN_API_VERSION
 from runner.plugins import PluginManager
+from runner.version import __version__
 
 KEY_COLUMNS = {"name", "key", "preset"}  # never truncated: they are what a user types
 
@@ -21,7 +22,7 @@ def methods_table(manager: PluginManager) -> Table:
 
 
 def datasets_table(manager: PluginManager, data_root: str | None = None, cache: bool = False) -> Table:
-    from runner.datatools import cached, context_for
+    from runner.datacmds import cached, context_for
 
     t = Table(title="datasets", title_justify="left")
     for col in ("name", "domain", "classes", "channels", "size", "available", "source", "package"):

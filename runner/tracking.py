@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import Hw3Error
+from runner.version import __version__
 
 if TYPE_CHECKING:
     import torch
@@ -105,7 +106,8 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
 
 
 class Tracker:
-    """A thin layer over `MlflowClient`, addressed by run ID (no global active run)."""
+    """A thin layer over `MlflowClient`, addressed by run ID (no global active run). Once a run
+    is started or reopened it is the engine's `Sink` for that run."""
 
     def __init__(self, uri: str | None = None) -> None:
         _quiet()
@@ -125,7 +127,7 @@ class Tracker:
             except Exception as exc:
                 raise Hw3Error(f"cannot open the MLflow store {self.uri}: {str(exc).splitlines()[0]}") from None
 
-    def find_run(self, run_id: str) -> Any:
+    def find_run(self, run_id: str, what: str = "--resume") -> Any:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -133,7 +135,7 @@ class Tracker:
         except MlflowException:
             recent = self.recent_runs()
             hint = f"; recent runs: {', '.join(recent)}" if recent else ""
-            raise Hw3Error(f"--resume {run_id}: no such run in {self.uri}{hint}") from None
+            raise Hw3Error(f"{what} {run_id}: no such run in {self.uri}{hint}") from None
 
     def recent_runs(self, n: int = 5) -> list[str]:
         try:
@@ -170,11 +172,11 @@ class Tracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
-    def set_tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
+    def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
-        _retry(self.client.log_batch, run_id or self.run_id, tags=items)
+        _retry(self.client.log_batch, self.run_id, tags=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -205,8 +207,6 @@ class Tracker:
         import mlflow
         import torch
 
-        from runner import __version__
-
         for m in model.modules():  # a compiled forward (compile=true) does not pickle; the plain one does
             if getattr(m, "_compiled_call_impl", None) is not None:
                 m._compiled_call_impl = None
@@ -226,12 +226,21 @@ class Tracker:
     def end(self, status: str) -> None:
         _retry(self.client.set_terminated, self.run_id, status=status)
 
+    def load_model(self, run_id: str) -> torch.nn.Module:
+        """The network a finished run logged (`runs:/<id>/model`), on the CPU in eval mode."""
+        import mlflow
+
+        self.find_run(run_id, "run")  # a clear error for an unknown run
+        try:
+            model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+        except Exception as exc:
+            raise Hw3Error(f"run {run_id}: its model could not be loaded ({str(exc).splitlines()[0]})") from None
+        return model.eval()
+
 
 def version_tags() -> dict[str, str]:
     import mlflow
     import torch
-
-    from runner import __version__
 
     return {
         "hw3.version": __version__,
@@ -254,23 +263,3 @@ class _redirect:
     def __exit__(self, *exc: Any) -> None:
         for cm in reversed(self._cms):
             cm.__exit__(*exc)
-
-
-class Silent:
-    """The tracker of processes other than rank 0 in a distributed run: reads reach the store,
-    writes go nowhere, so one run is logged once."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self._tracker = tracker
-        self.client, self.uri, self.run_id = tracker.client, tracker.uri, ""
-
-    def find_run(self, run_id: str) -> Any:
-        return self._tracker.find_run(run_id)
-
-    def start(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> str:
-        return ""  # rank 0's run ID is broadcast to every process
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith(("log_", "set_")) or name in ("reopen", "end"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)

@@ -10,9 +10,8 @@ from helpers import MethodsPlugin
 
 from plugins.methods.adda import Adda
 from plugins.methods.dann import annealed_lr, grl_lambda
-from plugins.methods.nets import grad_reverse
+from runner.adapt import grad_reverse, information_maximization, proxy_a_distance
 from runner.errors import RunInterrupted
-from runner.metrics import information_maximization, proxy_a_distance
 from runner.plugins import registered
 from runner.run import RunRequest, execute
 from runner.selection import select
@@ -135,7 +134,7 @@ def test_with_statistics_of_gives_a_copy_holding_the_splits_batch_norm_statistic
     from contextlib import nullcontext
     from types import SimpleNamespace
 
-    from plugins.methods.common import with_statistics_of
+    from runner.adapt import with_statistics_of
     from runner.data import Split, batches
 
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
@@ -189,10 +188,10 @@ def test_seeds_make_child_runs_under_a_parent_with_mean_and_std(client) -> None:
 
     from rich.console import Console
 
-    from runner.seeds import execute_seeds
+    from runner.fanout import run_seeds
 
     req = RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")], run_name="seeded")
-    result = execute_seeds(req, [0, 1], Console(file=io.StringIO()))
+    result = run_seeds(req, [0, 1], Console(file=io.StringIO()))
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["hw3.seeds"] == "0,1"
     children = [client.get_run(c.run_id) for c in result.children]

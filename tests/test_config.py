@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from plugins.methods.baseline import Baseline
-from runner.config import coerce, load_registry, parse_set, resolve
+from runner.config import Task, coerce, load_registry, parse_set, resolve
 from runner.errors import ConfigError
 
 REGISTRY = """
@@ -43,8 +43,8 @@ def registry(tmp_path: Path):
 
 
 def test_each_layer_overrides_the_one_below(registry) -> None:
-    kw = {"source": "mnist", "target": "mnistm"}
-    assert resolve(Baseline, registry, source="usps", target="svhn").method_config.lr == 0.4
+    kw = {"task": Task.pair_of("mnist", "mnistm")}
+    assert resolve(Baseline, registry, Task.pair_of("usps", "svhn")).method_config.lr == 0.4
     r = resolve(Baseline, registry, **kw)
     assert r.method_config.lr == 0.4  # method table beats pair, dataset, defaults
     assert r.settings.batch_size == 16  # dataset table beats [defaults]
@@ -127,6 +127,6 @@ def test_packaged_registry_resolves_for_every_named_pair() -> None:
     assert registry.default_pair in registry.pairs
     for pair in registry.pairs:
         source, target = pair.split(":")
-        resolve(Baseline, registry, source=source, target=target, dataset_options=own)
+        resolve(Baseline, registry, Task.pair_of(source, target), dataset_options=own)
     for preset in registry.presets:
         resolve(Baseline, registry, preset=preset)

@@ -228,9 +228,9 @@ def test_folder_dataset_named_in_a_user_registry(tmp_path: Path, monkeypatch: py
 
 def test_syndigits_is_deterministic_balanced_and_printed(tmp_path: Path) -> None:
     a = load("syndigits", tmp_path, n_train=200, n_test=50, seed=3)
-    from runner import data
+    from runner import cache
 
-    data._memo.clear()
+    cache._memo.clear()
     b = load("syndigits", tmp_path / "elsewhere", n_train=200, n_test=50, seed=3)
     assert torch.equal(a["train"].images, b["train"].images)
     assert a["train"].images.shape == (200, 3, 32, 32)
@@ -308,9 +308,9 @@ def test_cache_is_rebuilt_when_a_source_file_changes(tmp_path: Path) -> None:
     folder = course_digits(tmp_path, "svhn")
     first = load("svhn", tmp_path)["train"]
     assert len(list((tmp_path / "cache").glob("svhn-*.pt"))) == 1
-    from runner import data
+    from runner import cache
 
-    data._memo.clear()
+    cache._memo.clear()
     png(folder / "train" / "00000.png", 99)  # same name, new content
     second = load("svhn", tmp_path)["train"]
     assert first.images[0, 0, 0, 0] == 5 and second.images[0, 0, 0, 0] == 99

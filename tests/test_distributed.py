@@ -23,8 +23,8 @@ SETTINGS += ["--set", "augment=false"]
 
 def test_each_process_takes_its_own_slice_of_the_same_global_batch() -> None:
     split = Split(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100))
-    whole = BatchStream(split, 20, seed=3, labels=True)
-    ranks = [BatchStream(split, 10, seed=3, labels=True, rank=r, world=2) for r in (0, 1)]
+    whole = BatchStream(split, 20, torch.Generator().manual_seed(3), labels=True)
+    ranks = [BatchStream(split, 10, torch.Generator().manual_seed(3), labels=True, rank=r, world=2) for r in (0, 1)]
     for _ in range(12):  # past an epoch boundary: the reshuffle happens alike everywhere
         _, y = whole.next()
         parts = [s.next()[1] for s in ranks]

@@ -153,10 +153,10 @@ def test_dataset_cache_is_reused_and_rebuilt_when_the_fingerprint_changes(tmp_pa
     version = ["a"]
     spec = DatasetSpec("toy", "", 1, 8, ("0",), build=build, fingerprint=lambda ctx: version[0])
     ctx = DataContext(root=tmp_path, cache_dir=tmp_path / "cache")
-    import runner.data as data
+    import runner.cache as cache
 
     load_dataset(spec, ctx)
-    data._memo.clear()
+    cache._memo.clear()
     assert load_dataset(spec, ctx)["train"].images[0, 0, 0, 0] == 1 and len(builds) == 1  # from the cache file
     version[0] = "b"
     assert load_dataset(spec, ctx)["train"].images[0, 0, 0, 0] == 2 and len(builds) == 2

@@ -12,10 +12,9 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from plugins.methods.gan_nets import Discriminator, Generator, layout
 from runner.cli import app
-from runner.engine import RunContext
-from runner.quality import frechet_distance, kernel_distance
+from runner.context import RunContext
+from runner.generate import Discriminator, Generator, frechet_distance, kernel_distance, layout
 from runner.run import RunRequest, execute
 
 # Small but real: 512 digits, 2 epochs, metrics on 500 samples.
@@ -87,8 +86,8 @@ def test_quality_metrics_put_real_images_far_closer_than_an_untrained_generator(
     """The feature space must tell data from noise; whether training gets close is bench/gan.py's job."""
     from plugins.methods.gan import Gan
     from runner.data import to_unit_range
+    from runner.generate import features
     from runner.plugins import get_manager
-    from runner.quality import features
     from runner.run import load_domains, plan
 
     manager = get_manager()
@@ -180,3 +179,17 @@ def test_sample_names_a_run_without_a_generator(client, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "not a generator" in r.output
     r = CliRunner().invoke(app, ["sample", run.run_id, "--out", str(tmp_path / "x.gif")])
     assert r.exit_code == 1 and ".png" in r.output
+
+
+def test_gan_over_seeds_reports_its_own_metric_as_mean_and_std(client) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["run", "gan", "--seeds", "0,1", "--epochs", "1", "--set", "train_subset=256", "--set", "quality_samples=300"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.stdout
+    summary = [line for line in result.stdout.splitlines() if "(mean ± std over seeds 0,1)" in line]
+    assert len(summary) == 1 and summary[0].startswith("quality/fd ") and " ± " in summary[0]
+    parent_id = result.stdout.split("parent run ")[1].split(")")[0]
+    metrics = client.get_run(parent_id).data.metrics
+    assert {"quality/fd/mean", "quality/fd/std", "quality/kid/mean"} <= set(metrics)

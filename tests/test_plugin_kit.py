@@ -30,9 +30,9 @@ def test_import_runner_stays_cheap_and_the_rest_of_the_api_loads_on_demand() -> 
         "from runner import DataContext, DataError, DatasetSpec, Hw3Error, Method, Split, hookimpl, option\n"
         "assert 'torch' not in sys.modules\n"
         "from runner import AdaptMethod, Batch, RunContext\n"
-        "import runner.engine, runner.adapt, plugins.methods.common as common\n"
-        "assert RunContext is runner.engine.RunContext and Batch is runner.engine.Batch\n"
-        "assert AdaptMethod is common.AdaptMethod is runner.adapt.AdaptMethod\n"
+        "import runner.context, runner.adapt, runner.adapt.method as home\n"
+        "assert RunContext is runner.context.RunContext and Batch is runner.context.Batch\n"
+        "assert AdaptMethod is home.AdaptMethod is runner.adapt.AdaptMethod\n"
         "assert set(runner.__all__) <= set(dir(runner))\n"
         "try:\n    runner.NoSuchName\nexcept AttributeError as e:\n    print(e)\n"
     )

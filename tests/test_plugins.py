@@ -16,6 +16,14 @@ from runner.errors import Hw3Error
 from runner.plugins import PluginManager, get_manager, registered
 
 
+@pytest.fixture
+def hw3_sandbox(tmp_path: Path):
+    from runner.testing import isolated
+
+    with isolated(tmp_path) as env:
+        yield env
+
+
 def test_builtins_come_from_entry_points() -> None:
     manager = get_manager()
     for name in ("baseline", "mnist", "mnistm"):
@@ -198,3 +206,99 @@ def test_every_hook_is_in_the_plugin_authors_reference() -> None:
     reference = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
     missing = [h for h in HOOK_NAMES if f"`{h}`" not in reference]
     assert not missing, f"docs/plugins.md lacks {missing}"
+
+
+def test_lifecycle_hooks_run_in_pluggys_order_with_tryfirst_and_wrappers(hw3_sandbox) -> None:
+    calls: list[str] = []
+
+    class A:
+        @hookimpl
+        def hw3_run_end(self, status):
+            calls.append("A")
+
+    class B:
+        @hookimpl(tryfirst=True)
+        def hw3_run_end(self, status):
+            calls.append("B")
+
+    class W:
+        @hookimpl(wrapper=True)
+        def hw3_run_end(self, status):
+            calls.append("W-in")
+            result = yield
+            calls.append("W-out")
+            return result
+
+    with registered(A(), name="a"), registered(B(), name="b"), registered(W(), name="w"):
+        result = hw3_sandbox.run("baseline", epochs=1)
+    assert result.status == "FINISHED"
+    assert calls == ["W-in", "B", "A", "W-out"]
+
+
+def test_a_lifecycle_hook_error_names_the_plugin_that_raised_even_inside_a_wrapper(hw3_sandbox) -> None:
+    class Quiet:
+        @hookimpl
+        def hw3_run_start(self, run):
+            pass
+
+    class Loud:
+        @hookimpl
+        def hw3_run_start(self, run):
+            raise RuntimeError("tracker down")
+
+    class Around:
+        @hookimpl(wrapper=True)
+        def hw3_run_start(self, run):
+            return (yield)
+
+    loud = r"plugin 'loud' \(in-process\) raised in hw3_run_start: RuntimeError"
+    with (
+        registered(Quiet(), "quiet"),
+        registered(Loud(), "loud"),
+        registered(Around(), "around"),
+        pytest.raises(Hw3Error, match=loud),
+    ):
+        hw3_sandbox.run("baseline", epochs=1)
+
+
+def test_resolve_dataset_takes_the_first_answer_in_pluggys_order() -> None:
+    from runner import DatasetSpec
+
+    def spec(name: str) -> DatasetSpec:
+        return DatasetSpec(name, "", 1, 28, ("0",), build=lambda ctx: {}, fingerprint=lambda ctx: name)
+
+    class Declines:
+        @hookimpl
+        def hw3_resolve_dataset(self, name):
+            return None
+
+    class Answers:
+        @hookimpl
+        def hw3_resolve_dataset(self, name):
+            return spec(f"answered-{name}") if name.startswith("x-") else None
+
+    class Late:
+        @hookimpl(trylast=True)
+        def hw3_resolve_dataset(self, name):
+            return spec("late")
+
+    manager = get_manager()
+    for plugin, name in ((Late(), "late"), (Answers(), "answers"), (Declines(), "declines")):
+        manager.register(plugin, name=name)
+    assert manager.dataset("x-1").name == "answered-x-1"
+    assert manager.datasets()["x-1"].plugin == "answers"
+    assert manager.dataset("other").name == "late"  # the trylast one answers only when no other does
+
+
+def test_two_instances_of_one_plugin_class_are_told_apart() -> None:
+    class Extra(Baseline):
+        name = "extra-method"
+
+    class Other(Baseline):
+        name = "other-method"
+
+    manager = get_manager()
+    manager.register(MethodsPlugin(Extra), name="first-instance")
+    manager.register(MethodsPlugin(Other), name="second-instance")
+    assert manager.methods()["extra-method"].plugin == "first-instance"
+    assert manager.methods()["other-method"].plugin == "second-instance"

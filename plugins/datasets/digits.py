@@ -6,9 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from plugins.datasets.readers import course_folder, files_fingerprint, first_file, read_course, tree_fingerprint
-from runner import DatasetSpec, Split
-from runner.data import DataContext
-from runner.errors import DataError
+from runner import DataContext, DataError, DatasetSpec, Split
 
 DIGITS = tuple(str(d) for d in range(10))
 

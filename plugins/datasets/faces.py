@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.datasets.readers import decode_images, first_file, inside, read_table, tree_fingerprint
-from runner import DatasetSpec, Split, hookimpl
-from runner.data import DataContext
-from runner.errors import DataError
+from runner import DataContext, DataError, DatasetSpec, Split, hookimpl
 
 
 def course_dir(ctx: DataContext) -> Path | None:

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from plugins.datasets.readers import IMAGE_SUFFIXES, read_class_folders, read_csv_split, read_table, tree_fingerprint
-from runner import DatasetSpec, Split, hookimpl
-from runner.data import DataContext
-from runner.errors import ConfigError, DataError
+from runner import DataContext, DataError, DatasetSpec, Split, hookimpl
+from runner.errors import ConfigError
 
 KNOWN_KEYS = {"folder", "channels", "classes", "description"}
 

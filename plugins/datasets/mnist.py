@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from plugins.datasets.readers import files_fingerprint, read_idx
-from runner import DatasetSpec, Split, hookimpl
-from runner.data import DataContext
-from runner.errors import DataError
+from runner import DataContext, DataError, DatasetSpec, Split, hookimpl
 
 DIGITS = tuple(str(d) for d in range(10))
 TEST_PER_CLASS = 100

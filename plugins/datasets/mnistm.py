@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from plugins.datasets.readers import IMAGE_SUFFIXES, find_dir, read_csv_split, split_from_rows, tree_fingerprint
-from runner import DatasetSpec, Split, hookimpl
-from runner.data import DataContext, load_dataset
-from runner.errors import DataError
+from runner import DataContext, DataError, DatasetSpec, Split, hookimpl
+from runner.data import load_dataset
 
 DIGITS = tuple(str(d) for d in range(10))
 SPLITS = ("train", "test")

@@ -12,8 +12,7 @@ from typing import Any
 
 from plugins.datasets.digits import course_or_files
 from plugins.datasets.readers import read_svhn_mat
-from runner import hookimpl
-from runner.data import DataContext
+from runner import DataContext, hookimpl
 
 
 def download(ctx: DataContext) -> None:

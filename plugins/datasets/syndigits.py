@@ -13,9 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from runner import DatasetSpec, Split, hookimpl
-from runner.data import DataContext
-from runner.errors import DataError
+from runner import DataContext, DataError, DatasetSpec, Split, hookimpl
 
 RECIPE = "4"  # bump when the rendering changes, so caches are rebuilt
 DEFAULT_SIZES = {"train": 12000, "test": 2000}

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from plugins.methods.generative import GanConfig, GenerativeMethod
 from runner import hookimpl, option
 from runner.errors import ConfigError
+from runner.generate import GanConfig, GenerativeMethod
 
 
 @dataclass
@@ -28,11 +28,12 @@ class AcganConfig(GanConfig):
     pairs: int = option(10, "noise vectors in the figure that shows one noise vector with each label")
 
 
-class Acgan(GenerativeMethod):
+class Acgan(GenerativeMethod[AcganConfig]):
     name = "acgan"
     description = "auxiliary-classifier GAN conditioned on a class or a binary attribute (Odena et al. 2017)"
     Config = AcganConfig
     primary_metric = "quality/label_acc"
+    summary_metrics = ("quality/fd", "quality/kid", "quality/classifier_acc")
     conditional = True
 
     def setup(self, ctx: Any) -> None:
@@ -79,11 +80,11 @@ class Acgan(GenerativeMethod):
         report's figure 4), a row per class for digits."""
         import torch
 
-        from runner.gallery import label_rows_figure
+        from runner.figures import label_rows_figure
 
         figs = super().figures(ctx)
         k, n_labels = self.config.pairs, len(self.classes)
-        z = torch.randn(k, self.config.nz, generator=torch.Generator().manual_seed(ctx.settings.seed + 3))
+        z = torch.randn(k, self.config.nz, generator=ctx.generator("acgan/label-pairs"))
         labels = torch.arange(n_labels).repeat_interleave(k)
         images = (self.sample(z.repeat(n_labels, 1), labels) + 1) / 2
         images = images.view(n_labels, k, *images.shape[1:])
@@ -101,7 +102,7 @@ def relabel(ctx: Any, attribute: str) -> None:
     """Make binary `attribute` the label of the run's data (train and test)."""
     from dataclasses import replace
 
-    from runner.data import Split
+    from runner import Split
 
     dom = ctx.domains["data"]
     names = dom.train.attribute_names

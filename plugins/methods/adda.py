@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from torch import nn
 
-from plugins.methods.common import AdaptMethod
 from runner import hookimpl, option
+from runner.adapt import AdaptMethod, load_classifier
 from runner.errors import Hw3Error
 
 
@@ -59,8 +59,9 @@ class Composed(nn.Module):
         return self.head(self.features(x))
 
 
-class Adda(AdaptMethod):
+class Adda(AdaptMethod[AddaConfig]):
     name = "adda"
+    label = "ADDA"
     description = "adversarial discriminative domain adaptation (Tzeng et al. 2017)"
     Config = AddaConfig
 
@@ -177,19 +178,13 @@ def _out_features(head: nn.Module) -> int:
 
 def _baseline_weights(run_id: str) -> dict[str, Any]:
     """The classifier weights of a finished baseline run's logged model."""
-    import mlflow
-
     try:
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
-    except Exception as exc:
+        return load_classifier(run_id).state_dict()
+    except Hw3Error as exc:
         raise Hw3Error(
-            f"adda: source_run={run_id}: no logged model could be loaded ({str(exc).splitlines()[0]}); "
+            f"adda: source_run={run_id}: no logged model could be loaded ({exc}); "
             "give the ID of a finished baseline run on the same pair"
         ) from None
-    net = getattr(model, "net", None)
-    if net is None or not hasattr(net, "features"):
-        raise Hw3Error(f"adda: source_run={run_id} is not a baseline classifier run")
-    return net.state_dict()
 
 
 @hookimpl

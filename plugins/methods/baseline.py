@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from plugins.methods.common import AdaptMethod
-from runner import hookimpl, option
+from runner import ReportRow, hookimpl, option
+from runner.adapt import AdaptMethod
 
 
 @dataclass
@@ -27,7 +27,7 @@ class BaselineConfig:
     )
 
 
-class Baseline(AdaptMethod):
+class Baseline(AdaptMethod[BaselineConfig]):
     name = "baseline"
     description = "source-only / target-only / pooled classifier: the bounds for adaptation"
     Config = BaselineConfig
@@ -35,6 +35,14 @@ class Baseline(AdaptMethod):
     def train_domains(self) -> dict[str, bool]:
         roles = ("source", "target") if self.config.train_on == "both" else (self.config.train_on,)
         return dict.fromkeys(roles, True)
+
+    def report_row(self) -> ReportRow | None:
+        """Source only is the lower bound of the report's table, target only its upper bound;
+        the pooled classifier is neither, and stays out of it."""
+        return {
+            "source": ReportRow("source only", place=0),
+            "target": ReportRow("target only", place=2),
+        }.get(self.config.train_on)
 
     def setup(self, ctx: Any) -> None:
         import torch

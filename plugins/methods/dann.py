@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from plugins.methods.common import AdaptMethod
 from runner import hookimpl, option
+from runner.adapt import AdaptMethod, domain_head, grad_reverse, with_statistics_of
 
 
 @dataclass
@@ -55,15 +55,14 @@ def annealed_lr(lr0: float, progress: float) -> float:
     return lr0 / (1.0 + 10.0 * progress) ** 0.75
 
 
-class Dann(AdaptMethod):
+class Dann(AdaptMethod[DannConfig]):
     name = "dann"
+    label = "DANN"
     description = "domain-adversarial neural network, gradient reversal (Ganin et al. 2016)"
     Config = DannConfig
 
     def setup(self, ctx: Any) -> None:
         import torch
-
-        from plugins.methods.nets import domain_head
 
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm)
@@ -83,8 +82,6 @@ class Dann(AdaptMethod):
         return self.network("target")  # the logged model is for target images
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
-        from plugins.methods.common import with_statistics_of
-
         if self.config.target_bn:
             # Training normalised each domain by its own batch statistics (bn_mode=separate) and
             # the head saw source features only; the running averages mix the two.
@@ -94,8 +91,6 @@ class Dann(AdaptMethod):
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch
         import torch.nn.functional as F
-
-        from plugins.methods.nets import grad_reverse
 
         c = self.config
         p = ctx.progress

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugins.methods.generative import GenerativeMethod
 from runner import hookimpl
+from runner.generate import GanConfig, GenerativeMethod
 
 
-class Gan(GenerativeMethod):
+class Gan(GenerativeMethod[GanConfig]):
     name = "gan"
     description = "DCGAN, the PyTorch tutorial's architecture at 64, 32 or 28 px (Radford et al. 2016)"
 

@@ -13,8 +13,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from plugins.methods.common import AdaptMethod
 from runner import hookimpl, option
+from runner.adapt import AdaptMethod
 
 
 @dataclass
@@ -32,8 +32,9 @@ class SelfEnsConfig:
     augment: bool = option(True, "random affine, intensity scale/offset/inversion and noise on both domains")
 
 
-class SelfEnsembling(AdaptMethod):
+class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
     name = "selfens"
+    label = "self-ensembling"
     description = "self-ensembling mean teacher with confidence thresholding (French et al. 2018)"
     Config = SelfEnsConfig
 

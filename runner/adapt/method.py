@@ -1,35 +1,45 @@
-"""What every adaptation method shares: the classifier's evaluation, figures and logged model."""
+"""`AdaptMethod`: what every adaptation method shares, the classifier's evaluation, figures and
+logged model, and augmentation with a random stream of its own."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from plugins.methods.nets import DigitClassifier, FromUnitRange, pick_arch
-from runner import Method
+from runner.adapt.networks import DigitClassifier, FromUnitRange, pick_arch
+from runner.errors import Hw3Error
+from runner.method import Method
+
+if TYPE_CHECKING:
+    import torch
+
+    from runner.context import RunContext
+
+C = TypeVar("C")
 
 
-class AdaptMethod(Method):
+class AdaptMethod(Method[C]):
     """A classifier trained across a source and a target domain.
 
     Subclasses build `self.net` (a `DigitClassifier`) in `setup`, usually with `build_net`. A
     method with a domain discriminator (features -> one logit, target = 1) stores it as
-    `self.discriminator` to have its accuracy reported each epoch.
+    `self.discriminator` to have its accuracy reported each epoch. A config field `augment`
+    (true by default in the built-ins) turns on `aug`, after `start_augmenting` in `setup`.
     """
 
     kind = "adapt"
+    summary_metrics: ClassVar[tuple[str, ...]] = ("source_acc", "proxy_a_distance")
+    report_figures: ClassVar[tuple[str, ...] | None] = ("tsne_class.png", "tsne_domain.png")
 
-    def start_augmenting(self, ctx: Any) -> None:
+    def start_augmenting(self, ctx: RunContext) -> None:
         """Give `aug` its own random generator, so a resumed run draws the same augmentations; each
         data-parallel process draws its own."""
-        import torch
+        self.aug_gen = ctx.generator("augment", per_process=True)
 
-        self.aug_gen = torch.Generator().manual_seed(ctx.settings.seed + 12345 + 1000 * ctx.dist.rank)
-
-    def aug(self, x: Any) -> Any:
+    def aug(self, x: torch.Tensor) -> torch.Tensor:
         """`x` augmented when the method's config says `augment = true`, else unchanged."""
-        from plugins.methods.augment import augment
+        from runner.adapt.augment import augment
 
         return augment(x, self.aug_gen) if getattr(self.config, "augment", False) else x
 
@@ -43,7 +53,7 @@ class AdaptMethod(Method):
             self.aug_gen.set_state(state.pop("aug_gen"))
         super().load_state_dict(state)
 
-    def build_net(self, ctx: Any, arch: str, batch_norm: bool) -> DigitClassifier:
+    def build_net(self, ctx: RunContext, arch: str, batch_norm: bool) -> DigitClassifier:
         src = ctx.domains["source"]
         channels, size = src.train.images.shape[1], src.train.images.shape[-1]
         return ctx.prepare(DigitClassifier(pick_arch(arch, size), channels, size, len(src.classes), batch_norm))
@@ -58,7 +68,7 @@ class AdaptMethod(Method):
         method keeps per-domain state, such as DANN's target batch-norm statistics."""
         return self.classifier()
 
-    def encoder(self, role: str) -> Any:
+    def encoder(self, role: str) -> torch.nn.Module:
         """The feature extractor for `role`; ADDA has one per domain."""
         return self.network(role).features
 
@@ -82,13 +92,12 @@ class AdaptMethod(Method):
             for m, mode in modes:
                 m.train(mode)
 
-    def evaluate(self, ctx: Any) -> dict[str, float]:
-
+    def evaluate(self, ctx: RunContext) -> dict[str, float]:
         with self.evaluating():
             return self._evaluate(ctx)
 
-    def _evaluate(self, ctx: Any) -> dict[str, float]:
-        from runner.metrics import accuracy_metrics, collect, confusion, information_maximization
+    def _evaluate(self, ctx: RunContext) -> dict[str, float]:
+        from runner.adapt.evaluation import accuracy_metrics, collect, confusion, information_maximization
 
         out: dict[str, float] = {}
         feats = {}
@@ -112,81 +121,41 @@ class AdaptMethod(Method):
             out["domain_acc"] = float(torch.cat([ps, pt]).float().mean())
         return out
 
-    def summarize(self, ctx: Any) -> dict[str, float]:
+    def summarize(self, ctx: RunContext) -> dict[str, float]:
         """The proxy A-distance between source and target test features, once at the end."""
-        from runner.metrics import collect, proxy_a_distance
+        from runner.adapt.evaluation import collect, proxy_a_distance
 
         with self.evaluating():
             fs = collect(self.encoder("source"), ctx.domains["source"].test, ctx)
             ft = collect(self.encoder("target"), ctx.domains["target"].test, ctx)
         return {"proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
 
-    def figures(self, ctx: Any) -> dict[str, Any]:
-        from runner.viz import confusion_figure
+    def figures(self, ctx: RunContext) -> dict[str, Any]:
+        from runner.figures import confusion_figure
 
         out = {}
-        trained = getattr(self.config, "train_on", self.name)
+        row = self.report_row()
+        trained = row.label if row else self.name
         for role in ("target", "source"):
             dom = ctx.domains[role]
             title = f"{role} test: {dom.name} ({trained})"
             out[f"confusion_{role}.png"] = confusion_figure(ctx.extras[f"{role}_confusion"].numpy(), dom.classes, title)
         if ctx.settings.tsne_points > 0:
+            from runner.adapt.features import tsne
+
             with self.evaluating():
-                out.update(tsne(self.encoder, ctx, f"{self.name} on {ctx.resolved.pair}"))
+                out.update(tsne(self.encoder, ctx, f"{self.name} on {ctx.task.label}"))
         return out
 
-    def inference_model(self) -> Any:
+    def inference_model(self) -> torch.nn.Module:
         return FromUnitRange(self.classifier()).eval()
 
 
-def with_statistics_of(net: Any, split: Any, ctx: Any, limit: int = 2048, batch_size: int = 256) -> Any:
-    """A copy of `net`, in eval mode, whose batch-norm layers hold the statistics of (up to
-    `limit` random) images of `split`: AdaBN (Li et al. 2016)."""
-    import copy
+def load_classifier(run_id: str) -> DigitClassifier:
+    """The digit classifier a finished adaptation run logged as its model (such as a baseline's)."""
+    from runner.tracking import Tracker
 
-    import torch
-    from torch import nn
-
-    from runner.data import batches
-
-    twin = copy.deepcopy(net)
-    for m in twin.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the batches below, so they must be equal in size
-    n = min(len(split), limit)
-    part = split.subset(n if n < batch_size else n - n % batch_size)
-    twin.train()
-    with torch.no_grad(), ctx.autocast():
-        for x, _ in batches(part, batch_size):
-            twin(x)
-    return twin.eval()
-
-
-def tsne(encoder: Any, ctx: Any, title: str) -> dict[str, Any]:
-    """t-SNE figures of the features of up to `tsne_points` source and target test images;
-    `encoder(role)` gives the feature extractor of each domain (in eval mode)."""
-    import torch
-
-    from runner.metrics import collect
-    from runner.viz import tsne_figures
-
-    half = ctx.settings.tsne_points // 2
-    feats, labels, domains = [], [], []
-    for d, role in enumerate(("source", "target")):
-        split = ctx.domains[role].test
-        idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:half]
-        part = split.take(idx.to(split.images.device))
-        feats.append(collect(encoder(role), part, ctx))
-        labels.append(part.labels.cpu())
-        domains.append(torch.full((len(part),), d))
-    names = [f"source: {ctx.domains['source'].name}", f"target: {ctx.domains['target'].name}"]
-    return tsne_figures(
-        torch.cat(feats).numpy(),
-        torch.cat(labels).numpy(),
-        torch.cat(domains).numpy(),
-        ctx.domains["source"].classes,
-        names,
-        title,
-        seed=ctx.settings.seed,
-    )
+    net = getattr(Tracker().load_model(run_id), "net", None)
+    if not isinstance(net, DigitClassifier):
+        raise Hw3Error(f"run {run_id} did not log a digit classifier; give a finished baseline run")
+    return net

@@ -1,4 +1,4 @@
-"""`hw3 data`: list, check, prepare and show datasets, outside of any run."""
+"""The `hw3 data` commands: list, check, prepare and show datasets, outside of any run."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from runner.cache import cache_path, data_context, load_dataset
 from runner.config import load_registry
-from runner.data import DataContext, DatasetSpec, Problems, Split, cache_path, data_context, load_dataset
+from runner.datasets import DataContext, DatasetSpec, Problems, Split
 from runner.errors import DataError, Hw3Error
 from runner.plugins import get_manager
 

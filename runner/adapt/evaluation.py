@@ -1,4 +1,5 @@
-"""Classification figures shared by every adaptation method."""
+"""The evaluation every adaptation method shares: accuracy and confusion, the information
+maximization score of target predictions, and the proxy A-distance between domains."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from runner.data import Split
-    from runner.engine import RunContext
+    from runner.context import RunContext
+    from runner.datasets import Split
 
 
 def confusion(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> torch.Tensor:

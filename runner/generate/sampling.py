@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
 
 from runner.errors import Hw3Error
 
 
+@runtime_checkable
+class ImageSampler(Protocol):
+    """What `hw3 sample` needs of a run's logged model (`runner.generate.Sampler` has it): noise
+    of length `nz` (and, when `n_classes`, labels among `classes`) -> images in [0, 1]."""
+
+    nz: int
+    n_classes: int
+    classes: tuple[str, ...]
+
+    def noise(self, n: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor: ...
+
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
 def sample_run(run_id: str, n: int, out: str, label: str | None = None, seed: int = 0) -> Path:
     """Draw `n` images (all of class `label` when given) and save them as one grid picture."""
-    import mlflow
-    import torch
     from PIL import Image
 
-    from runner.gallery import to_grid
+    from runner.figures import to_grid
     from runner.tracking import Tracker
 
     path = Path(out).expanduser()
@@ -24,12 +39,8 @@ def sample_run(run_id: str, n: int, out: str, label: str | None = None, seed: in
         raise Hw3Error(f"--out {out}: folder {path.parent} does not exist; create it first")
     if n < 1:
         raise Hw3Error(f"--n {n}: draw at least one image")
-    Tracker().find_run(run_id)  # a clear error for an unknown run
-    try:
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu").eval()
-    except Exception as exc:
-        raise Hw3Error(f"run {run_id}: its model could not be loaded ({str(exc).splitlines()[0]})") from None
-    if not hasattr(model, "nz") or not hasattr(model, "noise"):
+    model = Tracker().load_model(run_id)
+    if not isinstance(model, ImageSampler):
         raise Hw3Error(f"run {run_id} logged a classifier, not a generator; sample from a gan or acgan run")
     labels = None
     if label is not None:
@@ -41,9 +52,9 @@ def sample_run(run_id: str, n: int, out: str, label: str | None = None, seed: in
     return path
 
 
-def _label_index(model: object, label: str, run_id: str) -> int:
-    classes = list(getattr(model, "classes", ()))
-    if not getattr(model, "n_classes", 0):
+def _label_index(model: ImageSampler, label: str, run_id: str) -> int:
+    classes = list(model.classes)
+    if not model.n_classes:
         raise Hw3Error(f"--label {label}: run {run_id} is an unconditional generator; drop --label")
     if label in classes:
         return classes.index(label)

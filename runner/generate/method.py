@@ -1,4 +1,5 @@
-"""What GAN and ACGAN share: settings, optimizers, EMA, sample grids, curves and quality metrics.
+"""`GenerativeMethod`: what GAN and ACGAN share, settings, optimizers, EMA, sample grids, curves
+and quality metrics.
 
 Subclasses say only what one adversarial step does (`train_step`) and what a conditional model
 adds to the figures.
@@ -8,9 +9,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from runner import Method, option
+from runner.method import Method
+from runner.settings import option
+
+if TYPE_CHECKING:
+    from runner.context import RunContext
+
+C = TypeVar("C")
 
 
 @dataclass
@@ -31,19 +38,20 @@ class GanConfig:
     inception_weights: str = option("", "torchvision Inception v3 weights file for Inception FID (never downloaded)")
 
 
-class GenerativeMethod(Method):
+class GenerativeMethod(Method[C]):
     """A generator/discriminator pair trained on the run's one dataset (`ctx.domains["data"]`)."""
 
     kind = "generate"
     Config = GanConfig
     primary_metric = "quality/fd"
+    summary_metrics: ClassVar[tuple[str, ...]] = ("quality/kid", "quality/classifier_acc")
     conditional = False
 
     # --- set-up -------------------------------------------------------------------------------
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: RunContext) -> None:
         import torch
 
-        from plugins.methods.gan_nets import Discriminator, Generator
+        from runner.generate.networks import Discriminator, Generator
 
         c = self.config
         data = ctx.domains["data"].train
@@ -66,15 +74,16 @@ class GenerativeMethod(Method):
         if c.ema:
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
         # The method's own random stream (noise, flips): checkpointed, so a resumed run continues it.
-        self.rng = torch.Generator(device=ctx.device).manual_seed(ctx.settings.seed + 777)
-        self.fixed_z = torch.randn(max(c.grid, 32), c.nz, generator=torch.Generator().manual_seed(ctx.settings.seed))
+        self.rng = ctx.generator("gan/noise", device=ctx.device)
+        self.fixed_z = torch.randn(max(c.grid, 32), c.nz, generator=ctx.generator("gan/grid"))
         self.bce = torch.nn.BCEWithLogitsLoss()
         self.curve: list[dict[str, float]] = []  # per-step values for losses.png
         self._quality_setup(ctx)
 
-    def _quality_setup(self, ctx: Any) -> None:
-        from runner.data import data_context, to_unit_range
-        from runner.quality import evaluator, features
+    def _quality_setup(self, ctx: RunContext) -> None:
+        from runner.batches import to_unit_range
+        from runner.cache import data_context
+        from runner.generate.quality import evaluator, features
 
         dom = ctx.domains["data"]
         # A tuple, so the engine's checkpoint (which saves every module attribute) leaves it out.
@@ -87,12 +96,12 @@ class GenerativeMethod(Method):
         return self.quality_net[0]
 
     # --- one step's helpers -------------------------------------------------------------------
-    def noise(self, n: int, ctx: Any) -> Any:
+    def noise(self, n: int, ctx: RunContext) -> Any:
         import torch
 
         return torch.randn(n, self.config.nz, device=ctx.device, generator=self.rng)
 
-    def targets(self, n: int, ctx: Any) -> tuple[Any, Any]:
+    def targets(self, n: int, ctx: RunContext) -> tuple[Any, Any]:
         """Discriminator targets for real and fake images, with smoothing and flips as configured."""
         import torch
 
@@ -149,29 +158,29 @@ class GenerativeMethod(Method):
 
         return torch.arange(n) % self.G.n_classes if self.conditional else None
 
-    def images(self, ctx: Any) -> dict[str, Any]:
-        from runner.gallery import to_grid
+    def images(self, ctx: RunContext) -> dict[str, Any]:
+        from runner.figures import to_grid
 
         z = self.fixed_z[: self.config.grid]
         return {"samples": to_grid((self.sample(z, self.grid_labels(len(z))) + 1) / 2, 8)}
 
     # --- metrics ------------------------------------------------------------------------------
-    def evaluate(self, ctx: Any) -> dict[str, float]:
+    def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """A quick Fréchet distance each epoch (1,000 samples against 1,000 training images)."""
         import torch
 
-        from runner.quality import features, frechet_distance
+        from runner.generate.quality import features, frechet_distance
 
-        z = torch.randn(1000, self.config.nz, generator=torch.Generator().manual_seed(ctx.settings.seed + 1))
+        z = torch.randn(1000, self.config.nz, generator=ctx.generator("gan/epoch-quality"))
         fake = self.sample(z, self.grid_labels(1000))
         return {"fd_1k": frechet_distance(features(self.evaluator, fake, ctx.device), self.real_1k)}
 
-    def summarize(self, ctx: Any) -> dict[str, float]:
+    def summarize(self, ctx: RunContext) -> dict[str, float]:
         """Fréchet distance and KID on `quality_samples` images, in the evaluator's features."""
         import torch
 
-        from runner.data import to_unit_range
-        from runner.quality import features, frechet_distance, kernel_distance, label_accuracy
+        from runner.batches import to_unit_range
+        from runner.generate.quality import features, frechet_distance, kernel_distance, label_accuracy
 
         c = self.config
         out = {"quality/classifier_acc": self.quality_net[1]}
@@ -179,7 +188,7 @@ class GenerativeMethod(Method):
             return out
         train = ctx.domains["data"].train
         real_images = to_unit_range(train.subset(c.quality_samples, seed=ctx.settings.seed).images)
-        z = torch.randn(c.quality_samples, c.nz, generator=torch.Generator().manual_seed(ctx.settings.seed + 2))
+        z = torch.randn(c.quality_samples, c.nz, generator=ctx.generator("gan/final-quality"))
         labels = self.grid_labels(c.quality_samples)
         fake = self.sample(z, labels)
         real_f, fake_f = features(self.evaluator, real_images, ctx.device), features(self.evaluator, fake, ctx.device)
@@ -194,7 +203,7 @@ class GenerativeMethod(Method):
         if self.conditional:
             out["quality/label_acc"] = label_accuracy(self.evaluator, fake, labels, ctx.device)
         if c.inception_weights:
-            from runner.quality import inception_features, inception_net
+            from runner.generate.quality import inception_features, inception_net
 
             net = inception_net(c.inception_weights, ctx.device)
             out["quality/inception_fid"] = frechet_distance(
@@ -203,8 +212,8 @@ class GenerativeMethod(Method):
         return out
 
     # --- figures and the logged model ---------------------------------------------------------
-    def figures(self, ctx: Any) -> dict[str, Any]:
-        from runner.gallery import gan_curves_figure, grid_figure
+    def figures(self, ctx: RunContext) -> dict[str, Any]:
+        from runner.figures import gan_curves_figure, grid_figure
 
         where = ctx.domains["data"].name
         z = self.fixed_z[:32]
@@ -215,11 +224,11 @@ class GenerativeMethod(Method):
         }
 
     def inference_model(self) -> Any:
-        from plugins.methods.gan_nets import Sampler
+        from runner.generate.networks import Sampler
 
         return Sampler(copy.deepcopy(self.sampler()).cpu().eval(), self.classes if self.conditional else ())
 
-    def inference_example(self, ctx: Any) -> Any:
+    def inference_example(self, ctx: RunContext) -> Any:
         import torch
 
         return torch.randn(2, self.config.nz, generator=torch.Generator().manual_seed(0))

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from runner.data import Split, atomic_save, to_unit_range
+from runner.batches import to_unit_range
+from runner.cache import atomic_save
+from runner.datasets import Split
 from runner.errors import Hw3Error
 
 RECIPE = "4"  # bump when the evaluator's architecture or training changes, so caches are rebuilt

@@ -1,0 +1,128 @@
+"""What a method's hooks receive: the run's context (`RunContext`), its data (`Domain`) and one
+training step's batch (`Batch`). Part of the plugin contract; the loop lives in `engine.py`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+
+from runner.batches import batches
+from runner.datasets import Split
+from runner.distributed import SINGLE, Dist, average_gradients
+from runner.seeding import generator
+
+if TYPE_CHECKING:
+    from runner.config import ResolvedConfig, Task
+    from runner.settings import RunSettings
+
+
+class Labeled(NamedTuple):
+    x: torch.Tensor
+    y: torch.Tensor | None  # None for a domain whose labels the method may not use
+
+
+class Batch(dict[str, Labeled]):
+    """One training step's data: role ("source", "target" or "data") -> (x, y)."""
+
+
+@dataclass
+class Domain:
+    """One dataset in a run, already on the device and in the run's common shape."""
+
+    name: str
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+
+
+@dataclass
+class RunContext:
+    """What a method's hooks receive: config, device, data and where the run stands."""
+
+    resolved: ResolvedConfig
+    device: torch.device
+    domains: dict[str, Domain]
+    run_id: str = ""
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimisation steps taken, over the whole run
+    steps_per_epoch: int = 1
+    scaler: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)  # for methods to keep figures' data
+    dist: Dist = SINGLE  # this process's place in a torchrun group (rank 0 of 1 when not distributed)
+
+    @property
+    def settings(self) -> RunSettings:
+        return self.resolved.settings
+
+    @property
+    def config(self) -> Any:
+        return self.resolved.method_config
+
+    @property
+    def task(self) -> Task:
+        return self.resolved.task
+
+    @property
+    def total_steps(self) -> int:
+        return self.settings.epochs * self.steps_per_epoch
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, 0 to 1: what schedules such as DANN's are written in."""
+        return min(self.step / max(self.total_steps, 1), 1.0)
+
+    def generator(self, name: str, *, per_process: bool = False, device: Any = "cpu") -> torch.Generator:
+        """A random generator of its own for stream `name`, derived from the run seed (the same
+        every time the run is repeated); `per_process` gives each data-parallel process its own."""
+        if per_process:
+            name = f"{name}/rank{self.dist.rank}"
+        return generator(self.settings.seed, name, device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision on CUDA when --set precision=bf16|fp16; a no-op otherwise."""
+        precision = self.settings.precision
+        if self.device.type != "cuda" or precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def optimize(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> None:
+        """zero_grad, backward and step, through the fp16 gradient scaler when there is one."""
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self._sync_gradients(optimizers)
+            for opt in optimizers:
+                opt.step()
+            return
+        self.scaler.scale(loss).backward()
+        self._sync_gradients(optimizers)
+        for opt in optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+
+    def _sync_gradients(self, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
+        if self.dist.enabled:  # every replica then takes the same step from the same weights
+            params = (p for opt in optimizers for group in opt.param_groups for p in group["params"])
+            average_gradients(params, self.dist)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.settings.channels_last and self.device.type == "cuda"
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Move a network to the device (to channels-last and compiled when asked)."""
+        module = module.to(self.device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if self.settings.compile:
+            module.compile()  # in place: the module keeps its type, attributes and state_dict keys
+        return module
+
+    def eval_batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return batches(split, self.settings.eval_batch_size)

@@ -1,0 +1,203 @@
+"""A parent MLflow run with child runs under it: what `hw3 run --seeds` and `hw3 sweep` share.
+
+The parent is opened first (an unreachable store stops everything before any training), every
+child is an ordinary `hw3 run` nested under it, and the parent ends with the children's summary
+(mean and std of the metrics that matter) whatever happened: all finished, one failed, or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from runner.errors import ConfigError, RunFailed, RunInterrupted
+from runner.run import RunRequest, RunResult, execute
+from runner.settings import SEED_MAX
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` as [0, 1, 2]: whole numbers in the seed range, each once."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: write whole numbers separated by commas, such as 0,1,2") from None
+    if not seeds:
+        raise ConfigError("--seeds needs at least one seed, such as 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: a seed is listed twice")
+    if bad := [s for s in seeds if not 0 <= s <= SEED_MAX]:
+        raise ConfigError(f"--seeds {text!r}: seed {bad[0]} is outside 0..{SEED_MAX}")
+    return seeds
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summary_keys(method_cls: type, results: Iterable[RunResult]) -> list[str]:
+    """The metrics a parent reports: the method's primary metric, its `summary_metrics`, and every
+    `selected/...` metric (each protocol's pick) its children logged."""
+    keys = [method_cls.primary_metric, *method_cls.summary_metrics]
+    found = sorted({k for r in results for k in r.metrics if k.startswith("selected/")})
+    return list(dict.fromkeys([*keys, *found]))
+
+
+def aggregate(results: Sequence[RunResult], keys: Iterable[str], prefix: str = "") -> dict[str, float]:
+    """`{prefix}{key}/mean` and `/std` over the results that have `key`."""
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [r.metrics[key] for r in results if key in r.metrics]
+        if values:
+            out[f"{prefix}{key}/mean"], out[f"{prefix}{key}/std"] = mean_std(values)
+    return out
+
+
+@dataclass
+class Child:
+    """One child run: its request (the parent's ID and experiment are filled in) and a label."""
+
+    request: RunRequest
+    label: str
+
+
+@dataclass
+class ChildRun:
+    child: Child
+    result: RunResult | None = None
+    error: str | None = None
+
+
+@dataclass
+class Parent:
+    """The parent run: where it goes and what it says about the whole."""
+
+    experiment: str
+    run_name: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    what: str = "runs"  # how messages name the whole: "seeds", "sweep"
+
+
+@dataclass
+class FanOut:
+    parent_run_id: str
+    experiment: str
+    runs: list[ChildRun] = field(default_factory=list)
+    status: str = "RUNNING"
+
+    @property
+    def finished(self) -> list[RunResult]:
+        return [r.result for r in self.runs if r.result is not None]
+
+
+Summary = Callable[[FanOut], tuple[dict[str, float], dict[str, str]]]
+
+
+def fan_out(
+    parent: Parent,
+    children: Sequence[Child],
+    summarize: Summary,
+    *,
+    keep_going: bool,
+    console: Console | None = None,
+) -> FanOut:
+    """Open the parent run, execute each child under it, then log `summarize`'s metrics and
+    text artifacts on the parent and end it. With `keep_going` a failed child (a diverging
+    setting) is recorded and the rest still run; otherwise its error ends the whole."""
+    from runner.tracking import Tracker, version_tags
+
+    console = console or Console()
+    tracker = Tracker()  # an unreachable server stops here, before any run
+    parent_id = tracker.start(
+        parent.experiment, parent.run_name, {**parent.tags, "hw3.parent": "true", **version_tags()}
+    )
+    tracker.log_params(parent.params)
+    out = FanOut(parent_id, parent.experiment)
+    total = len(children)
+    try:
+        for n, child in enumerate(children, start=1):
+            console.print(f"[bold]{escape(child.label)}[/] ({n} of {total})", highlight=False)
+            request = dataclasses.replace(child.request, parent_run_id=parent_id, experiment=parent.experiment)
+            run = ChildRun(child)
+            out.runs.append(run)
+            try:
+                run.result = execute(request, console)
+            except RunFailed as exc:
+                if not keep_going:
+                    raise
+                console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
+                run.error = str(exc)
+        out.status = "FINISHED" if out.finished else "FAILED"
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        out.status = "KILLED"
+        why = f"{exc}; " if str(exc) else ""  # the child's own message names its checkpoint
+        raise RunInterrupted(
+            f"{why}the {parent.what} stopped after {len(out.finished)} of {total} runs; parent run {parent_id} is "
+            "marked KILLED"
+        ) from None
+    except BaseException:
+        out.status = "FAILED"
+        raise
+    finally:
+        try:
+            if out.finished or any(r.error for r in out.runs):
+                metrics, texts = summarize(out)
+                tracker.log_metrics(metrics, len(out.finished))
+                for path, text in texts.items():
+                    tracker.log_text(text, path)
+        finally:
+            tracker.end(out.status)
+    return out
+
+
+@dataclass
+class SeedsResult:
+    parent_run_id: str
+    children: list[RunResult]
+    summary: dict[str, float]  # `{metric}/mean` and `{metric}/std`, as logged on the parent
+    keys: list[str]  # the metrics summarised, the primary one first
+
+
+def run_seeds(req: RunRequest, seeds: list[int], console: Console | None = None) -> SeedsResult:
+    """`hw3 run --seeds`: one child run per seed under a parent run that logs each summary
+    metric's mean and std. A failed seed ends the whole (its error is the command's)."""
+    from runner.plugins import get_manager
+    from runner.run import experiment_name, plan
+
+    if req.resume:
+        raise ConfigError("--seeds starts new runs; resume each seed's run on its own with --resume RUN_ID")
+    if any(k == "seed" for k, _ in req.overrides):
+        raise ConfigError("give either --seed or --seeds, not both")
+    manager = get_manager()
+    resolved = plan(req, manager)
+    method_cls = manager.method(req.method)
+    task, label = resolved.task, ",".join(map(str, seeds))
+    params = {k: v for k, v in resolved.flat().items() if k != "seed"}
+    parent = Parent(
+        experiment=req.experiment or experiment_name(task),
+        run_name=req.run_name or f"{req.method}-{task.slug}-seeds{label}",
+        tags={"method": req.method, **task.tags(), "hw3.seeds": label},
+        params={"method": req.method, **task.tags(), "seeds": label, **params},
+        what="seeds",
+    )
+    children = [
+        Child(dataclasses.replace(req, overrides=[*req.overrides, ("seed", seed)], run_name=None), f"seed {seed}")
+        for seed in seeds
+    ]
+    summary: dict[str, float] = {}
+    keys: list[str] = []
+
+    def summarize(out: FanOut) -> tuple[dict[str, float], dict[str, str]]:
+        keys[:] = summary_keys(method_cls, out.finished)
+        summary.update(aggregate(out.finished, keys))
+        return summary, {}
+
+    out = fan_out(parent, children, summarize, keep_going=False, console=console)
+    return SeedsResult(out.parent_run_id, out.finished, summary, keys)

@@ -1,0 +1,97 @@
+"""Where a run's outputs go. The engine writes through `Sink`; the MLflow `Tracker` is one, an
+in-memory `MemorySink` serves tests and embedding, `NullSink` the processes other than rank 0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+
+
+class Sink(Protocol):
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_image(self, image: Any, key: str, step: int) -> None: ...
+
+    def log_figure(self, fig: Figure, path: str) -> None: ...
+
+    def log_text(self, text: str, path: str) -> None: ...
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None: ...
+
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def end(self, status: str) -> None: ...
+
+
+class NullSink:
+    """Writes nothing: the sink of every process but rank 0, which logs for the group."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        pass
+
+    def log_figure(self, fig: Figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    def log_text(self, text: str, path: str) -> None:
+        pass
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def end(self, status: str) -> None:
+        pass
+
+
+@dataclass
+class MemorySink:
+    """Keeps everything in memory: metrics by key as (step, value) lists, figure and artifact
+    paths, texts, images, tags, the model and the final status."""
+
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    images: dict[str, list[int]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    model: Any = None
+    status: str = "RUNNING"
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append((step, float(value)))
+
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        self.images.setdefault(key, []).append(step)
+
+    def log_figure(self, fig: Figure, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.figures.append(path)
+        plt.close(fig)
+
+    def log_text(self, text: str, path: str) -> None:
+        self.texts[path] = text
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+        self.model = model
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tags.update(tags)
+
+    def end(self, status: str) -> None:
+        self.status = status
+
+    def last(self, key: str) -> float:
+        """The last value logged for metric `key`."""
+        return self.metrics[key][-1][1]

@@ -1,0 +1,3 @@
+"""hw3's release version: the one place it is written (pyproject.toml reads it from here)."""
+
+__version__ = "0.1.0"

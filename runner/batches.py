@@ -47,12 +47,14 @@ class BatchStream:
         self,
         split: Split,
         batch_size: int,
-        generator: torch.Generator,
+        generator: torch.Generator | int,
         labels: bool,
         channels_last: bool = False,
         rank: int = 0,
         world: int = 1,
     ):
+        import torch
+
         if len(split) < batch_size * world:
             raise DataError(
                 f"a training split has {len(split)} images, fewer than batch_size={batch_size} x {world} "
@@ -62,6 +64,8 @@ class BatchStream:
         # Distributed: every process shuffles alike and takes its own slice of each global batch.
         self.rank, self.world = rank, world
         self.channels_last = channels_last
+        if isinstance(generator, int):  # a seed, as this class took before named random streams
+            generator = torch.Generator().manual_seed(generator)
         self.generator = generator
         self.perm: torch.Tensor | None = None
         self.pos = 0

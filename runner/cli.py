@@ -188,9 +188,10 @@ def run(
         f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs"
     )
     console.print(fmt_metrics(result.metrics), highlight=False)
-    quality = {k.removeprefix("quality/"): v for k, v in result.metrics.items() if k.startswith("quality/")}
-    if quality:
-        console.print("quality  " + fmt_metrics(quality), highlight=False)
+    cls = get_manager().method(method)
+    summary = {k: result.metrics[k] for k in cls.summary_metrics if "/" in k and k in result.metrics}
+    if summary:  # the nested ones fmt_metrics leaves out, such as a GAN's quality/kid
+        console.print(fmt_metrics(summary, skip_nested=False), highlight=False)
     console.print(f"run {result.run_id} in experiment {result.experiment} ({result.status})", highlight=False)
     console.print(f"tracking {result.tracking_uri}; checkpoint {result.checkpoint}", highlight=False)
     if result.tracking_uri.startswith("sqlite:"):

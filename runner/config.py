@@ -166,9 +166,19 @@ class ResolvedConfig:
         }
 
 
-def task_of(saved: dict[str, Any]) -> Task:
-    """The task of a `ResolvedConfig.to_dict()` (a checkpoint's or a run's config.json)."""
-    return Task(saved.get("source"), saved.get("target"), saved.get("dataset"))
+@dataclass(frozen=True)
+class SavedConfig:
+    """A `ResolvedConfig.to_dict()` read back (from a checkpoint or a run's config.json): what
+    resolving it again needs."""
+
+    method: str
+    task: Task
+    values: dict[str, Any]  # every key and value, as `ResolvedConfig.flat()`
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> SavedConfig:
+        task = Task(saved.get("source"), saved.get("target"), saved.get("dataset"))
+        return cls(str(saved.get("method", "")), task, dict(saved.get("config", {})))
 
 
 def config_fields(method_cls: type) -> dict[str, tuple[Any, dataclasses.Field[Any], str]]:

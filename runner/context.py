@@ -52,6 +52,7 @@ class RunContext:
     steps_per_epoch: int = 1
     scaler: Any = None
     extras: dict[str, Any] = field(default_factory=dict)  # for methods to keep figures' data
+    history: list[dict[str, float]] = field(default_factory=list)  # each finished epoch's metrics
     dist: Dist = SINGLE  # this process's place in a torchrun group (rank 0 of 1 when not distributed)
 
     @property

@@ -7,10 +7,13 @@ MLflow tracker, or memory), so each method gets all of this for free.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
+import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,7 +28,6 @@ from runner.errors import Hw3Error, RunFailed, RunInterrupted
 from runner.method import Method
 from runner.progress import Reporter
 from runner.seeding import rng_state, seed_everything, set_rng_state
-from runner.selection import select
 from runner.sinks import Sink
 
 
@@ -59,6 +61,7 @@ class FitResult:
     status: str  # FINISHED (the others raise)
     metrics: dict[str, float]  # the last epoch's, with the summary and selected metrics
     history: list[dict[str, float]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase: setup, train, evaluate, finish
 
 
 def steps_per_epoch(method: Method, ctx: RunContext) -> int:
@@ -84,16 +87,22 @@ def fit(
     (`owner` names the method and its plugin in that message)."""
     loop = _Loop(method, ctx, sink, hooks or NoHooks(), console or Console(), resume)
     status = "FAILED"
+    clock = loop.clock
     try:
-        loop.setup()
+        with clock("setup"):
+            loop.setup()
         with (
             _StopFlag(loop.console) as stop,
             Reporter(loop.console, ctx.settings.epochs, ctx.steps_per_epoch, ctx.step) as report,
         ):
             while ctx.epoch < ctx.settings.epochs:
-                loop.train_epoch(stop, report)
-                loop.end_epoch(loop.evaluate_epoch(), stop, report)
-        loop.finish()
+                with clock("train"):
+                    loop.train_epoch(stop, report)
+                with clock("evaluate"):
+                    metrics = loop.evaluate_epoch()
+                loop.end_epoch(metrics, stop, report)
+        with clock("finish"):
+            loop.finish()
         status = "FINISHED"
     except RunInterrupted as exc:
         status = "KILLED"
@@ -127,7 +136,7 @@ def fit(
             if status == "FINISHED":
                 raise
             loop.console.print(f"[yellow]warning: {exc}")
-    return FitResult(status, loop.metrics, loop.history)
+    return FitResult(status, loop.metrics, loop.history, dict(loop.seconds))
 
 
 class _Loop:
@@ -142,9 +151,19 @@ class _Loop:
         self.streams: dict[str, BatchStream] = {}
         self.sums: dict[str, float] = {}  # the unfinished epoch's step values, summed
         self.window: dict[str, float] = {}  # the same since the last step-level log
-        self.history: list[dict[str, float]] = []
+        self.history = ctx.history  # each finished epoch's metrics, which methods see too
         self.metrics: dict[str, float] = {}
         self.start_in_epoch = 0
+        self.seconds: dict[str, float] = {}  # wall time per phase, summed over epochs
+        self.epoch_t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def clock(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
 
     # -- phases ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -211,7 +230,9 @@ class _Loop:
         ctx.epoch += 1
         self.history.append(metrics)
         self.metrics = metrics
-        self.sink.log_metrics(metrics, ctx.epoch)
+        now = time.perf_counter()
+        self.sink.log_metrics({**metrics, "time/epoch_s": now - self.epoch_t0}, ctx.epoch)
+        self.epoch_t0 = now
         self._save(0)
         report.epoch_end(ctx.epoch, metrics)
         if ctx.dist.is_main:
@@ -233,7 +254,7 @@ class _Loop:
         if not ctx.dist.is_main:
             return
         with self.console.status("final metrics, figures and the model"):
-            final = {**method.summarize(ctx), **select(self.history)}
+            final = method.summarize(ctx)
             if final:
                 self.sink.log_metrics(final, ctx.epoch)
                 self.metrics = {**self.metrics, **final}
@@ -289,7 +310,8 @@ class _Loop:
             self.streams[role].load_state_dict(st)
         set_rng_state(state.rng)
         ctx.epoch, ctx.step = state.epoch, state.step
-        self.start_in_epoch, self.sums, self.history = state.step_in_epoch, dict(state.sums), list(state.history)
+        self.start_in_epoch, self.sums = state.step_in_epoch, dict(state.sums)
+        self.history[:] = state.history
         self.metrics = self.history[-1] if self.history else {}
         if ctx.scaler is not None and state.scaler:
             ctx.scaler.load_state_dict(state.scaler)

@@ -45,7 +45,7 @@ def summary_keys(method_cls: type, results: Iterable[RunResult]) -> list[str]:
     """The metrics a parent reports: the method's primary metric, its `summary_metrics`, and every
     `selected/...` metric (each protocol's pick) its children logged."""
     keys = [method_cls.primary_metric, *method_cls.summary_metrics]
-    found = sorted({k for r in results for k in r.metrics if k.startswith("selected/")})
+    found = sorted({k for r in results for k in r.metrics if k.startswith("selected/") and not k.endswith("/epoch")})
     return list(dict.fromkeys([*keys, *found]))
 
 
@@ -88,7 +88,6 @@ class Parent:
 @dataclass
 class FanOut:
     parent_run_id: str
-    experiment: str
     runs: list[ChildRun] = field(default_factory=list)
     status: str = "RUNNING"
 
@@ -119,7 +118,7 @@ def fan_out(
         parent.experiment, parent.run_name, {**parent.tags, "hw3.parent": "true", **version_tags()}
     )
     tracker.log_params(parent.params)
-    out = FanOut(parent_id, parent.experiment)
+    out = FanOut(parent_id)
     total = len(children)
     try:
         for n, child in enumerate(children, start=1):
@@ -138,10 +137,12 @@ def fan_out(
     except (RunInterrupted, KeyboardInterrupt) as exc:
         out.status = "KILLED"
         why = f"{exc}; " if str(exc) else ""  # the child's own message names its checkpoint
-        raise RunInterrupted(
+        stopped = RunInterrupted(
             f"{why}the {parent.what} stopped after {len(out.finished)} of {total} runs; parent run {parent_id} is "
             "marked KILLED"
-        ) from None
+        )
+        stopped.run_id = getattr(exc, "run_id", "")  # the child run to resume
+        raise stopped from None
     except BaseException:
         out.status = "FAILED"
         raise

@@ -25,11 +25,13 @@ class NoConfig:
 
 
 class ReportRow(NamedTuple):
-    """Where a run belongs in `hw3 report`'s table: a row `label`, and its `place` among the rows
-    (0 a lower bound such as source only, 1 an adaptation method, 2 an upper bound)."""
+    """Where a run belongs in `hw3 report`'s table: a row `label`, its `place` among the rows (0 a
+    lower bound such as source only, 1 an adaptation method, 2 an upper bound) and its `order`
+    within that place (lower first; the built-in methods use 10 to 30, so a new one comes after)."""
 
     label: str
     place: int = 1
+    order: int = 100
 
 
 class Method(ABC, Generic[C]):
@@ -44,6 +46,7 @@ class Method(ABC, Generic[C]):
     kind: ClassVar[str] = "adapt"
     description: ClassVar[str] = ""
     label: ClassVar[str] = ""  # the name tables show (default: `name`), such as "DANN"
+    report_order: ClassVar[int] = 100  # `ReportRow.order` of the default report row
     Config: ClassVar[type] = NoConfig
     primary_metric: ClassVar[str] = "target_acc"  # the figure `hw3 run` ends with
     # Metrics a parent run (`--seeds`, `hw3 sweep`) reports as mean and std, beside the primary
@@ -51,6 +54,10 @@ class Method(ABC, Generic[C]):
     summary_metrics: ClassVar[tuple[str, ...]] = ()
     # The figures (file names under `figures/`) a report shows for a run; None: every one.
     report_figures: ClassVar[tuple[str, ...] | None] = None
+    figure_captions: ClassVar[dict[str, str]] = {}  # file name -> what a report says under it
+    # The metrics a report's section on a run shows, in order, with their labels; empty: the
+    # primary and summary metrics under their own names.
+    report_metrics: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -63,9 +70,14 @@ class Method(ABC, Generic[C]):
         """
         return {"source": True, "target": False} if self.kind == "adapt" else {"data": True}
 
+    @classmethod
+    def report_note(cls, metrics: dict[str, float]) -> str:
+        """A sentence a report prints under a run's metrics (how they were measured), or ''."""
+        return ""
+
     def report_row(self) -> ReportRow | None:
         """The row of `hw3 report` this run's results belong to; None keeps them out of it."""
-        return ReportRow(self.label or self.name) if self.kind == "adapt" else None
+        return ReportRow(self.label or self.name, order=self.report_order) if self.kind == "adapt" else None
 
     @abstractmethod
     def setup(self, ctx: RunContext) -> None:

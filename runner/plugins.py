@@ -1,24 +1,26 @@
 """The plugin manager: built-ins first, then third-party entry points of group "hw3", one at a time.
 
 Every hook is called through pluggy (so `tryfirst`, `trylast`, `wrapper=True` and `firstresult`
-mean what pluggy documents; `hookspecs.py` says the order). An error is pinned on the plugin
-whose function raised it, found from the exception's traceback, and on its package: an import
-that fails, a misspelt hook, a duplicate name or a register hook that raises is shown by
-`hw3 plugins` and never stops the rest from working.
+mean what pluggy documents; `hookspecs.py` says the order). What pluggy registers for a plugin is
+a thin stand-in whose hook functions call the plugin's own and say which plugin is running, so an
+error is pinned on the plugin whose function raised it, and on its package: an import that
+fails, a misspelt hook, a duplicate name or a register hook that raises is shown by `hw3 plugins`
+and never stops the rest from working.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
+import functools
 import inspect
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import CodeType, FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -34,16 +36,6 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "hw3"
 BUILTIN_PACKAGE = "hw3"
-# Used only when hw3 runs from a source tree without installed metadata (no entry points).
-BUILTIN_MODULES = {
-    "baseline": "plugins.methods.baseline",
-    "dann": "plugins.methods.dann",
-    "adda": "plugins.methods.adda",
-    "selfens": "plugins.methods.selfens",
-    "gan": "plugins.methods.gan",
-    "acgan": "plugins.methods.acgan",
-    **{n: f"plugins.datasets.{n}" for n in ("mnist", "mnistm", "svhn", "usps", "syndigits", "faces", "folder")},
-}
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("hw3_"))
 
 
@@ -95,9 +87,16 @@ class PluginManager:
                 builtins.append((ep, package, version))
             elif wanted is None or ep.name in wanted or _norm(package) in wanted:
                 third.append((ep, package, version))
-        if not builtins:
-            for name, module in BUILTIN_MODULES.items():
-                self._load(name, BUILTIN_PACKAGE, __version__, True, lambda m=module: importlib.import_module(m))
+        if not builtins:  # hw3 itself is not installed (run from a bare source tree): say so, once
+            self._record(
+                PluginInfo(
+                    BUILTIN_PACKAGE,
+                    BUILTIN_PACKAGE,
+                    __version__,
+                    True,
+                    errors=["no built-in plugins: hw3's entry points are missing; install it with pip install -e ."],
+                )
+            )
         for ep, package, version in builtins:
             self._load(ep.name, package, version, True, ep.load)
         for ep, package, version in sorted(third, key=lambda t: (_norm(t[1]), t[0].name)):
@@ -138,12 +137,13 @@ class PluginManager:
                 f"unknown hook '{u}'{did_you_mean(u, HOOK_NAMES)}; hooks are: {', '.join(HOOK_NAMES)}" for u in unknown
             ]
         else:
+            stand_in = _Attributed(plugin, name, self)
             try:
-                self.pm.register(plugin, name=name)
+                self.pm.register(stand_in, name=name)
             except Exception as exc:  # pluggy rejects a hook whose arguments don't match its spec
                 info.errors.append(f"rejected by pluggy: {_exc_line(exc)}")
             else:
-                info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+                info.hooks = sorted(h.name for h in self.pm.get_hookcallers(stand_in) or [])
         self._record(info)
         self._methods = self._datasets = None
         return info
@@ -158,7 +158,7 @@ class PluginManager:
     def _record(self, info: PluginInfo) -> None:
         self.infos[info.name] = info
         if info.errors and os.environ.get("HW3_STRICT_PLUGINS") == "1":
-            raise Hw3Error(f"plugin '{info.name}' ({info.package}): {info.errors[0]} [HW3_STRICT_PLUGINS=1]")
+            raise StrictPluginError(f"plugin '{info.name}' ({info.package}): {info.errors[0]} [HW3_STRICT_PLUGINS=1]")
 
     def package_of(self, plugin: str) -> str:
         info = self.infos.get(plugin)
@@ -169,40 +169,9 @@ class PluginManager:
         if message not in info.errors:
             info.errors.append(message)
         if os.environ.get("HW3_STRICT_PLUGINS") == "1":
-            raise Hw3Error(f"plugin '{plugin}' ({info.package}): {message} [HW3_STRICT_PLUGINS=1]")
+            raise StrictPluginError(f"plugin '{plugin}' ({info.package}): {message} [HW3_STRICT_PLUGINS=1]")
 
     # -- calling hooks through pluggy --------------------------------------------------------
-    def _culprit(self, hook: str, exc: BaseException) -> str | None:
-        """The plugin whose implementation of `hook` raised `exc`: the innermost frame of the
-        traceback that is one of the hook's implementations (a wrapper's frame is outside the
-        implementation it wraps, so a wrapper is named only for what it raised itself)."""
-        impls = self._impls(hook)
-        found = None
-        tb: TracebackType | None = exc.__traceback__
-        while tb is not None:
-            found = _plugin_of_frame(tb.tb_frame, impls) or found
-            tb = tb.tb_next
-        return found
-
-    def _caller(self, hook: str, frame: FrameType | None) -> str | None:
-        """The plugin whose implementation of `hook` is on the stack at `frame` (the innermost)."""
-        impls = self._impls(hook)
-        while frame is not None:
-            if name := _plugin_of_frame(frame, impls):
-                return name
-            frame = frame.f_back
-        return None
-
-    def _impls(self, hook: str) -> list[tuple[CodeType, Any, str]]:
-        """(code, bound instance or None, plugin name) of each implementation of `hook`."""
-        out = []
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            bound = getattr(impl.function, "__self__", None)
-            fn = inspect.unwrap(getattr(impl.function, "__func__", impl.function))
-            if code := getattr(fn, "__code__", None):
-                out.append((code, bound if inspect.ismethod(impl.function) else None, impl.plugin_name))
-        return out
-
     def _call_sparing(self, hook: str, undo: Callable[[], None], **kwargs: Any) -> Any:
         """Call `hook` through pluggy; when one plugin raises, record the error on it, `undo` what
         the call did so far, and call again without that plugin, until a call goes through."""
@@ -211,21 +180,22 @@ class PluginManager:
             caller = self.pm.subset_hook_caller(hook, skip) if skip else getattr(self.pm.hook, hook)
             try:
                 return caller(**kwargs)
+            except StrictPluginError:
+                raise
             except Exception as exc:
                 undo()
-                name = self._culprit(hook, exc)
-                plugin = self.pm.get_plugin(name) if name else None
-                if plugin is None or plugin in skip:
-                    raise
+                name = _culprit(exc)
+                if name is None:
+                    raise Hw3Error(f"calling {hook} failed and no plugin could be named: {_exc_line(exc)}") from None
                 self._error(name, f"{hook} raised {_exc_line(exc)}")
-                skip.append(plugin)
+                skip.append(self.pm.get_plugin(name))
 
     # -- registration hooks ------------------------------------------------------------------
     def _collect(self, hook: str, kind: str, check: Callable[[Any], str]) -> dict[str, Registered]:
         offers: list[tuple[Any, str]] = []
 
         def register(obj: Any) -> None:
-            plugin = self._caller(hook, sys._getframe(1)) or "?"
+            plugin = _running.get() or "?"
             problem = check(obj)
             if problem:
                 self._error(plugin, problem)
@@ -272,39 +242,17 @@ class PluginManager:
         datasets = self.datasets()
         if name in datasets:
             return datasets[name].obj
+        answers: list[str] = []
+        token = _answers.set(answers)
         try:
-            spec, plugin = self._answered_by("hw3_resolve_dataset", name=name)
-        except Hw3Error:
-            raise
-        except Exception as exc:
-            culprit = self._culprit("hw3_resolve_dataset", exc) or "?"
-            raise Hw3Error(
-                f"plugin '{culprit}' ({self.package_of(culprit)}) raised in hw3_resolve_dataset "
-                f"for '{name}': {_exc_line(exc)}"
-            ) from None
+            spec = self._call_sparing("hw3_resolve_dataset", answers.clear, name=name)
+        finally:
+            _answers.reset(token)
         if spec is None:
             raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
-        datasets[name] = Registered(spec, plugin or "?", self.package_of(plugin or "?"))
+        plugin = answers[-1] if answers else "?"  # firstresult: the last to answer is the one that won
+        datasets[name] = Registered(spec, plugin, self.package_of(plugin))
         return spec
-
-    def _answered_by(self, hook: str, **kwargs: Any) -> tuple[Any, str | None]:
-        """Call a `firstresult` hook through pluggy; its result and the plugin whose
-        implementation returned it (watched with a profile function for the call's length)."""
-        impls, answered = self._impls(hook), [None]
-        previous = sys.getprofile()
-
-        def watch(frame: FrameType, event: str, arg: Any) -> None:
-            if event == "return" and arg is not None and (name := _plugin_of_frame(frame, impls)):
-                answered[0] = name
-            if previous is not None:
-                previous(frame, event, arg)
-
-        sys.setprofile(watch)
-        try:
-            result = getattr(self.pm.hook, hook)(**kwargs)
-        finally:
-            sys.setprofile(previous)
-        return result, answered[0]
 
     def add_commands(self, app: Any) -> None:
         saved = (list(app.registered_commands), list(app.registered_groups))
@@ -330,7 +278,7 @@ class PluginManager:
         except (KeyboardInterrupt, Hw3Error):
             raise
         except Exception as exc:
-            name = self._culprit(hook, exc) or "?"
+            name = _culprit(exc) or "?"
             raise PluginHookError(
                 f"plugin '{name}' ({self.package_of(name)}) raised in {hook}: {_exc_line(exc)}",
                 traceback.format_exc(),
@@ -359,24 +307,88 @@ def api_problem(wanted: Any) -> str:
     return ""
 
 
+class StrictPluginError(Hw3Error):
+    """A plugin problem made fatal by HW3_STRICT_PLUGINS=1."""
+
+
+_running: ContextVar[str | None] = ContextVar("hw3_running_plugin", default=None)
+_answers: ContextVar[list[str] | None] = ContextVar("hw3_answers", default=None)  # who returned a value
+
+
+class _Attributed:
+    """What pluggy registers for a plugin: each of its hook functions, wrapped to mark which plugin
+    is running (for `register` callbacks) and which one raised (on the exception, innermost
+    first), and, for `hw3_resolve_dataset`, who answered. pluggy reads the wrapped function's
+    options and arguments through `functools.wraps`, so it orders and calls them as it would the
+    plugin's own."""
+
+    def __init__(self, plugin: Any, name: str, manager: PluginManager) -> None:
+        self.plugin, self.name = plugin, name
+        for attr in dir(plugin):
+            if attr in HOOK_NAMES and callable(fn := getattr(plugin, attr)):
+                setattr(self, attr, _attributed(fn, name))
+
+
+def _attributed(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    if inspect.isgeneratorfunction(fn):  # a wrapper: delegate, and mark what it raises itself
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return (yield from fn(*args, **kwargs))
+            except BaseException as exc:
+                _mark(exc, name)
+                raise
+
+        return wrapper
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        token = _running.set(name)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _mark(exc, name)
+            raise
+        finally:
+            _running.reset(token)
+        if result is not None and (answers := _answers.get()) is not None:
+            answers.append(name)
+        return result
+
+    return call
+
+
+def _mark(exc: BaseException, name: str) -> None:
+    """Pin `exc` on plugin `name`, unless an implementation it passed through already did."""
+    if getattr(exc, "hw3_plugin", None) is None:
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.hw3_plugin = name  # type: ignore[attr-defined]
+
+
+def _culprit(exc: BaseException) -> str | None:
+    return getattr(exc, "hw3_plugin", None)
+
+
 class PluginHookError(Hw3Error):
     def __init__(self, message: str, tb: str) -> None:
         super().__init__(message)
         self.traceback = tb
 
 
-def _plugin_of_frame(frame: FrameType, impls: list[tuple[CodeType, Any, str]]) -> str | None:
-    """The plugin whose hook implementation `frame` is running, if any. Two instances of one
-    plugin class share their functions' code; the frame's `self` tells them apart."""
-    for code, bound, name in impls:
-        if frame.f_code is code and (bound is None or frame.f_locals.get(code.co_varnames[0]) is bound):
-            return name
-    return None
-
-
 def _exc_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def builtin_names() -> set[str]:
+    """The entry-point names hw3's own distribution registers (its built-in plugins)."""
+    return {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if _dist_name(ep) == BUILTIN_PACKAGE}
+
+
+def _dist_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return _norm(dist.name) if dist is not None else "?"
 
 
 def _norm(name: str) -> str:

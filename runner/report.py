@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.adapt.selection import PROTOCOLS
 from runner.errors import Hw3Error
 from runner.fanout import mean_std
-from runner.selection import PROTOCOLS
+from runner.method import ReportRow
 
-ROW_TAG, PLACE_TAG = "hw3.row", "hw3.row.place"
+ROW_TAG, PLACE_TAG, ORDER_TAG = "hw3.row", "hw3.row.place", "hw3.row.order"
 
 
 @dataclass
@@ -45,22 +46,50 @@ class Report:
     tracking_uri: str
 
 
-def row_of(run: Any) -> tuple[str, int] | None:
-    """The row (label, place) a run's method gave it; a run made before rows were tagged goes
-    in a row named after its method."""
+def row_of(run: Any) -> ReportRow | None:
+    """The row a run's method gave it (its `hw3.row` tags; an empty label: not in the table). A run
+    made before rows were tagged asks its method, with the config in its params, if installed."""
     tags = run.data.tags
     if ROW_TAG in tags:
-        return tags[ROW_TAG], int(tags.get(PLACE_TAG, "1"))
-    return (tags["method"], 1) if "method" in tags else None
+        if not tags[ROW_TAG]:
+            return None
+        return ReportRow(tags[ROW_TAG], int(tags.get(PLACE_TAG, "1")), int(tags.get(ORDER_TAG, "100")))
+    method = tags.get("method")
+    return _row_from_params(method, run.data.params) if method else None
 
 
-def order_rows(rows: dict[str, tuple[int, str]]) -> list[str]:
-    """Row labels by place, then by the order their methods' plugins registered them, then by name;
-    `rows` maps each label to (place, method)."""
+def _row_from_params(method: str, params: dict[str, str]) -> ReportRow | None:
+    import dataclasses
+    import typing
+
+    from runner.config import coerce
+    from runner.plugins import get_manager
+
+    registered = get_manager().methods().get(method)
+    if registered is None:
+        return ReportRow(method)
+    cls = registered.obj
+    hints = typing.get_type_hints(cls.Config)
+    values = {}
+    for f in dataclasses.fields(cls.Config):
+        if f.name in params:
+            try:
+                values[f.name] = coerce(params[f.name], hints[f.name], f.name)
+            except Hw3Error:
+                continue
+    try:
+        return cls(cls.Config(**values)).report_row()
+    except Exception:
+        return ReportRow(method)
+
+
+def order_rows(rows: dict[str, tuple[ReportRow, str]]) -> list[str]:
+    """Row labels by place, then order, then the order their methods' plugins registered them,
+    then by name; `rows` maps each label to (its row, its method)."""
     from runner.plugins import get_manager
 
     known = {name: i for i, name in enumerate(get_manager().methods())}
-    return sorted(rows, key=lambda r: (rows[r][0], known.get(rows[r][1], len(known)), r))
+    return sorted(rows, key=lambda r: (rows[r][0].place, rows[r][0].order, known.get(rows[r][1], len(known)), r))
 
 
 def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[str] | None = None) -> Report:
@@ -80,13 +109,13 @@ def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[s
         order_by=["attributes.start_time DESC"],
     )  # fmt: skip
     cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
-    places: dict[str, tuple[int, str]] = {}
+    places: dict[str, tuple[ReportRow, str]] = {}
     for run in runs:
         pair, found = run.data.tags.get("pair"), row_of(run)
         if not pair or not found or run.data.tags.get("hw3.parent") == "true":
             continue
-        row = found[0]
-        places[row] = (found[1], run.data.tags.get("method", ""))
+        row = found.label
+        places[row] = (found, run.data.tags.get("method", ""))
         if run.data.tags.get("hw3.sweep.child") == "true" or (run_ids is not None and run.info.run_id not in run_ids):
             continue  # tuning runs are not results; a suite's report shows its own runs
         if pairs and pair not in pairs:
@@ -148,26 +177,27 @@ def markdown(report: Report, out: Path) -> list[str]:
         if pair not in report.pairs:
             continue
         lines.append(f"- {row}, {pair}: " + ", ".join(f"`{r}`" for r in cell.runs))
-        for name, local in report_figures(client, cell.latest):
+        for name, local, text in report_figures(client, cell.latest):
             target = out / f"{pair.replace(':', '-')}_{row.lower().replace(' ', '-')}_{name}"
             shutil.copyfile(local, target)
-            figures.append((row, pair, name, target.name))
+            figures.append((row, pair, name, text, target.name))
     if figures:
         lines += ["", "## Figures of the newest run of each cell", ""]
-        for row, pair, name, file in figures:
-            lines.append(f"**{row}, {pair}: {caption(name)}**  ")
+        for row, pair, name, text, file in figures:
+            lines.append(f"**{row}, {pair}: {text}**  ")
             lines.append(f"![{row} {pair} {name}]({file})")
             lines.append("")
     return lines
 
 
-def report_figures(client: Any, run: Any) -> list[tuple[str, str]]:
-    """(file name, local copy) of the figures a report shows for `run`: those its method lists in
-    `report_figures`, or every `figures/*.png` (also when the method is not installed here)."""
+def report_figures(client: Any, run: Any) -> list[tuple[str, str, str]]:
+    """(file name, local copy, caption) of the figures a report shows for `run`: those its method
+    lists in `report_figures`, or every `figures/*.png` (also when the method is not installed)."""
     from runner.plugins import get_manager
 
     method = get_manager().methods().get(run.data.tags.get("method", ""))
-    wanted = getattr(method.obj, "report_figures", None) if method else None
+    wanted = method.obj.report_figures if method else None
+    captions = method.obj.figure_captions if method else {}
     try:
         present = [a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "figures")]
     except Exception:
@@ -176,12 +206,8 @@ def report_figures(client: Any, run: Any) -> list[tuple[str, str]]:
     out = []
     for name in names:
         try:
-            out.append((name, client.download_artifacts(run.info.run_id, f"figures/{name}")))
+            local = client.download_artifacts(run.info.run_id, f"figures/{name}")
         except Exception:
             continue
+        out.append((name, local, captions.get(name) or name.removesuffix(".png").replace("_", " ")))
     return out
-
-
-def caption(name: str) -> str:
-    """`tsne_class.png` -> `tsne class`."""
-    return name.removesuffix(".png").replace("_", " ")

@@ -19,6 +19,7 @@ from rich.markup import escape
 from runner.config import load_registry
 from runner.errors import ConfigError, Hw3Error, RunInterrupted, choices_hint
 from runner.plugins import get_manager
+from runner.progress import fmt_value
 from runner.run import RunRequest, execute, plan
 
 SUITE_TAG, ITEM_TAG, SETTINGS_TAG = "hw3.suite", "hw3.suite.item", "hw3.suite.settings"
@@ -160,7 +161,7 @@ def reproduce(
             outcomes.append(Outcome(item, result.run_id, result.status))
             primary = get_manager().method(item.method).primary_metric
             if primary in result.metrics:
-                console.print(f"  {primary} {result.metrics[primary]:.4g}", highlight=False)
+                console.print(f"  {primary} {fmt_value(primary, result.metrics[primary])}", highlight=False)
         except RunInterrupted:
             raise
         except Hw3Error as exc:  # one failed run leaves a gap in the report, not a lost suite

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from runner.config import Registry, ResolvedConfig, Task, load_registry, resolve, task_of
+from runner.config import Registry, ResolvedConfig, SavedConfig, Task, load_registry, resolve
 from runner.errors import ConfigError, Hw3Error
 from runner.plugins import PluginManager, get_manager
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from runner.checkpoint import TrainState
     from runner.context import Domain, RunContext
-    from runner.method import Method
+    from runner.method import Method, ReportRow
     from runner.tracking import Tracker
 
 
@@ -198,8 +199,7 @@ def _open_run(req: RunRequest, method: Method, ctx: RunContext, tracker: Tracker
         "selection": "last",
         **version_tags(),
     }
-    if (row := method.report_row()) is not None:
-        tags.update({"hw3.row": row.label, "hw3.row.place": str(row.place)})
+    tags.update(row_tags(method.report_row()))
     if ctx.dist.enabled:
         tags["hw3.processes"] = str(ctx.dist.world)
     if req.parent_run_id:
@@ -215,6 +215,28 @@ def _open_run(req: RunRequest, method: Method, ctx: RunContext, tracker: Tracker
     return experiment
 
 
+def _checkpoint_folder(run: Any) -> str | None:
+    """The folder holding a run's checkpoint folder: its own immutable param, or for a run made
+    before that param existed, its `hw3.checkpoint` tag when the tag has the shape hw3 writes
+    (`<folder>/<run id>/last.pt`; the file is loaded without running code either way)."""
+    from runner.tracking import CHECKPOINT_TAG
+
+    params, tags = run.data.params, run.data.tags
+    if CHECKPOINT_DIR_PARAM in params:
+        return params[CHECKPOINT_DIR_PARAM]
+    tagged = Path(tags.get(CHECKPOINT_TAG, ""))
+    if tagged.name == "last.pt" and tagged.parent.name == run.info.run_id:
+        return str(tagged.parent.parent)
+    return params.get("checkpoint_dir")
+
+
+def row_tags(row: ReportRow | None) -> dict[str, str]:
+    """The tags `hw3 report` reads a run's row from; an empty label keeps the run out of the table."""
+    if row is None:
+        return {"hw3.row": ""}
+    return {"hw3.row": row.label, "hw3.row.place": str(row.place), "hw3.row.order": str(row.order)}
+
+
 def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Tracker) -> tuple[ResolvedConfig, TrainState]:
     """The config and checkpoint of the run being resumed. The checkpoint is found from the
     run's own checkpoint folder (an immutable param) and ID, never from an editable tag."""
@@ -224,7 +246,7 @@ def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Tracker) -> t
     ran = run.data.tags.get("method")
     if ran != req.method:
         raise ConfigError(f"--resume {req.resume}: that is a '{ran}' run; use hw3 run {ran} --resume {req.resume}")
-    folder = run.data.params.get(CHECKPOINT_DIR_PARAM) or run.data.params.get("checkpoint_dir")
+    folder = _checkpoint_folder(run)
     if not folder:
         raise Hw3Error(
             f"--resume {req.resume}: the run has no checkpoint folder in its params; it was not made by hw3 run"
@@ -236,15 +258,14 @@ def _plan_resume(req: RunRequest, manager: PluginManager, tracker: Tracker) -> t
             f"--resume continues a run with its own config; {what} cannot change (only {', '.join(sorted(RESUMABLE))})"
         )
     state = load(checkpoint_path(folder, req.resume))
-    saved = state.resolved
-    task = task_of(saved)
+    saved = SavedConfig.from_dict(state.resolved)
     resolved = resolve(
         manager.method(req.method),
         load_registry(),
-        task,
+        saved.task,
         # Checkpoints stay in the folder the run started with, whatever the working folder is now.
-        overrides=[*saved["config"].items(), *req.overrides, ("checkpoint_dir", folder)],
-        dataset_options={n: set(manager.dataset(n).options) for n in task.datasets},
+        overrides=[*saved.values.items(), *req.overrides, ("checkpoint_dir", folder)],
+        dataset_options={n: set(manager.dataset(n).options) for n in saved.task.datasets},
     )
     if state.epoch >= resolved.settings.epochs:
         raise ConfigError(

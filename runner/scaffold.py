@@ -34,14 +34,14 @@ def names(name: str) -> dict[str, str]:
 
 
 def check_name(name: str) -> None:
-    from runner.plugins import BUILTIN_MODULES
+    from runner.plugins import builtin_names
 
     if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         raise Hw3Error(
             f"plugin name {name!r}: use lowercase letters and digits, words joined by '-' or '_', "
             f"starting with a letter and at most {MAX_NAME} characters (such as my-method)"
         )
-    if name in BUILTIN_MODULES:
+    if name in builtin_names():
         raise Hw3Error(f"plugin name '{name}' is taken by a built-in of hw3; choose another name")
 
 

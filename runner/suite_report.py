@@ -37,12 +37,14 @@ def write_report(suite: str, description: str, outcomes: list[Any], out: Path, d
     for i, o in enumerate(outcomes, start=1):
         lines.append(f"| {i} | {o.item.key} | {o.status} | `{o.run_id or '-'}` |")
     # Runs with a row of the report's table go in it; every other run gets a section of its own.
-    in_table = {rid for rid, run in runs.items() if table_report.ROW_TAG in run.data.tags}
+    in_table = {rid for rid, run in runs.items() if run.data.tags.get("pair") and table_report.row_of(run)}
     alone = [(o, runs[o.run_id]) for o in outcomes if o.run_id and o.run_id not in in_table]
-    if alone:
-        lines += ["", "## Generative models", ""]
-        for o, run in alone:
-            lines += _run_section(o, run, client, out)
+    for kind, heading in (("generate", "Generative models"), ("adapt", "Other runs")):
+        mine = [(o, run) for o, run in alone if _kind(o.item.method) == kind]
+        if mine:
+            lines += ["", f"## {heading}", ""]
+            for o, run in mine:
+                lines += _run_section(o, run, client, out)
     if in_table:
         table = table_report.build("last", run_ids=in_table)
         pairs = list(dict.fromkeys(runs[o.run_id].data.tags.get("pair") for o in outcomes if o.run_id in in_table))
@@ -55,22 +57,34 @@ def write_report(suite: str, description: str, outcomes: list[Any], out: Path, d
     return page
 
 
+def _kind(method: str) -> str:
+    from runner.plugins import get_manager
+
+    registered = get_manager().methods().get(method)
+    return registered.obj.kind if registered else "adapt"
+
+
 def _run_section(o: Any, run: Any, client: Any, out: Path) -> list[str]:
-    """A run's headline metrics (its method's primary and summary metrics) and its figures."""
+    """A run's headline metrics (as its method lists them) and its figures."""
     from runner.plugins import get_manager
     from runner.progress import fmt_value
     from runner.report import report_figures
 
     m = run.data.metrics
-    method = get_manager().methods().get(o.item.method)
-    keys = [method.obj.primary_metric, *method.obj.summary_metrics] if method else []
-    shown = [(k, fmt_value(k, m[k])) for k in dict.fromkeys(keys) if k in m]
+    registered = get_manager().methods().get(o.item.method)
+    cls = registered.obj if registered else None
+    labels = dict(cls.report_metrics) if cls else {}
+    if cls and not labels:
+        labels = {k: k for k in (cls.primary_metric, *cls.summary_metrics)}
+    shown = [(label, fmt_value(k, m[k])) for k, label in labels.items() if k in m]
     lines = [f"### {o.item.key} (run `{run.info.run_id}`)", ""]
     if shown:
-        lines += ["| " + " | ".join(k for k, _ in shown) + " |", "|---" * len(shown) + "|"]
+        lines += ["| " + " | ".join(label for label, _ in shown) + " |", "|---" * len(shown) + "|"]
         lines += ["| " + " | ".join(v for _, v in shown) + " |", ""]
+    if cls and (note := cls.report_note(m)):
+        lines += [note, ""]
     name = f"{o.item.method}-{o.item.where.replace(':', '-')}"
-    for fig, local in report_figures(client, run):
+    for fig, local, _ in report_figures(client, run):
         target = out / f"{name}_{fig}"
         shutil.copyfile(local, target)
         lines += [f"![{o.item.method} {fig}]({target.name})", ""]

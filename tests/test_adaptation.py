@@ -11,10 +11,10 @@ from helpers import MethodsPlugin
 from plugins.methods.adda import Adda
 from plugins.methods.dann import annealed_lr, grl_lambda
 from runner.adapt import grad_reverse, information_maximization, proxy_a_distance
+from runner.adapt.selection import select
 from runner.errors import RunInterrupted
 from runner.plugins import registered
 from runner.run import RunRequest, execute
-from runner.selection import select
 
 SMALL = [("train_subset", "512"), ("test_subset", "400"), ("log_every", "4")]
 

@@ -302,3 +302,55 @@ def test_two_instances_of_one_plugin_class_are_told_apart() -> None:
     manager.register(MethodsPlugin(Other), name="second-instance")
     assert manager.methods()["extra-method"].plugin == "first-instance"
     assert manager.methods()["other-method"].plugin == "second-instance"
+
+
+def test_a_resolver_that_raises_is_reported_and_the_next_one_answers() -> None:
+    from runner import DatasetSpec
+
+    class Buggy:
+        @hookimpl(tryfirst=True)
+        def hw3_resolve_dataset(self, name):
+            raise KeyError("oops")
+
+    class Fine:
+        @hookimpl
+        def hw3_resolve_dataset(self, name):
+            if name == "x-fine":
+                return DatasetSpec(name, "", 1, 28, ("0",), build=lambda ctx: {}, fingerprint=lambda ctx: "")
+            return None
+
+    class Around:  # a wrapper sees the answer but is not the one who gave it
+        @hookimpl(wrapper=True)
+        def hw3_resolve_dataset(self, name):
+            return (yield)
+
+    manager = get_manager()
+    for plugin, name in ((Fine(), "fine"), (Buggy(), "buggy"), (Around(), "around")):
+        manager.register(plugin, name=name)
+    assert manager.dataset("x-fine").name == "x-fine"
+    assert manager.datasets()["x-fine"].plugin == "fine"
+    assert manager.infos["buggy"].errors == ["hw3_resolve_dataset raised KeyError: 'oops'"]
+
+
+def test_an_error_no_plugin_raised_is_one_line_naming_the_hook() -> None:
+    class TwoYields:
+        @hookimpl(wrapper=True)
+        def hw3_register_methods(self, register):
+            yield
+            yield
+
+    get_manager().register(TwoYields(), name="two-yields")
+    with pytest.raises(Hw3Error, match="calling hw3_register_methods failed and no plugin could be named"):
+        get_manager().methods()
+
+
+def test_strict_mode_says_the_problem_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NotAMethod:
+        name = "x"
+
+    manager = get_manager()
+    monkeypatch.setenv("HW3_STRICT_PLUGINS", "1")
+    manager.register(MethodsPlugin(NotAMethod), name="bad")
+    with pytest.raises(Hw3Error) as info:
+        manager.methods()
+    assert str(info.value).count("HW3_STRICT_PLUGINS") == 1 and "not a subclass of runner.Method" in str(info.value)

@@ -62,6 +62,7 @@ class Composed(nn.Module):
 class Adda(AdaptMethod[AddaConfig]):
     name = "adda"
     label = "ADDA"
+    report_order = 20  # the report's rows: DANN, ADDA, then self-ensembling
     description = "adversarial discriminative domain adaptation (Tzeng et al. 2017)"
     Config = AddaConfig
 

@@ -58,6 +58,7 @@ def annealed_lr(lr0: float, progress: float) -> float:
 class Dann(AdaptMethod[DannConfig]):
     name = "dann"
     label = "DANN"
+    report_order = 10  # the report's rows: DANN, ADDA, then self-ensembling
     description = "domain-adversarial neural network, gradient reversal (Ganin et al. 2016)"
     Config = DannConfig
 

@@ -35,6 +35,7 @@ class SelfEnsConfig:
 class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
     name = "selfens"
     label = "self-ensembling"
+    report_order = 30  # the report's rows: DANN, ADDA, then self-ensembling
     description = "self-ensembling mean teacher with confidence thresholding (French et al. 2018)"
     Config = SelfEnsConfig
 

@@ -9,7 +9,7 @@ the shared evaluation helpers. Importing this module imports torch.
 """
 
 from runner.adapt.adabn import with_statistics_of
-from runner.adapt.augment import augment
+from runner.adapt.augmentation import augment
 from runner.adapt.evaluation import (
     accuracy_metrics,
     collect,

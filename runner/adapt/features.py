@@ -79,7 +79,7 @@ def tsne(encoder: Callable[[str], torch.nn.Module], ctx: RunContext, title: str)
 def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
     """t-SNE of a finished adaptation run's model's features on its pair, logged to the run."""
     from runner.batches import batches
-    from runner.config import load_registry, resolve, task_of
+    from runner.config import SavedConfig, load_registry, resolve
     from runner.plugins import get_manager
     from runner.run import load_domains
     from runner.tracking import Tracker
@@ -87,10 +87,12 @@ def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
     tracker = Tracker()
     run = tracker.find_run(run_id, "run")
     try:
-        saved = json.loads(Path(tracker.client.download_artifacts(run_id, "config.json")).read_text())
+        saved = SavedConfig.from_dict(
+            json.loads(Path(tracker.client.download_artifacts(run_id, "config.json")).read_text())
+        )
     except Exception:
         raise Hw3Error(f"run {run_id} has no config.json artifact; it was not made by hw3 run") from None
-    task = task_of(saved)
+    task = saved.task
     if not task.is_pair:
         raise Hw3Error(f"run {run_id} is not an adaptation run (it has no source:target pair)")
     model = tracker.load_model(run_id)
@@ -101,7 +103,7 @@ def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
         manager.method(run.data.tags["method"]),
         load_registry(),
         task,
-        overrides=list(saved["config"].items()),
+        overrides=list(saved.values.items()),
         dataset_options={n: set(manager.dataset(n).options) for n in task.datasets},
     )
     domains = load_domains(resolved, manager, data_root, torch.device("cpu"))

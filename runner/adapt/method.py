@@ -31,6 +31,10 @@ class AdaptMethod(Method[C]):
     kind = "adapt"
     summary_metrics: ClassVar[tuple[str, ...]] = ("source_acc", "proxy_a_distance")
     report_figures: ClassVar[tuple[str, ...] | None] = ("tsne_class.png", "tsne_domain.png")
+    figure_captions: ClassVar[dict[str, str]] = {
+        "tsne_class.png": "t-SNE of source and target test features, by class",
+        "tsne_domain.png": "t-SNE of source and target test features, by domain",
+    }
 
     def start_augmenting(self, ctx: RunContext) -> None:
         """Give `aug` its own random generator, so a resumed run draws the same augmentations; each
@@ -39,7 +43,7 @@ class AdaptMethod(Method[C]):
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         """`x` augmented when the method's config says `augment = true`, else unchanged."""
-        from runner.adapt.augment import augment
+        from runner.adapt.augmentation import augment
 
         return augment(x, self.aug_gen) if getattr(self.config, "augment", False) else x
 
@@ -122,13 +126,15 @@ class AdaptMethod(Method[C]):
         return out
 
     def summarize(self, ctx: RunContext) -> dict[str, float]:
-        """The proxy A-distance between source and target test features, once at the end."""
+        """Once at the end: the epoch each selection protocol picks (`selected/...`) and the proxy
+        A-distance between source and target test features."""
         from runner.adapt.evaluation import collect, proxy_a_distance
+        from runner.adapt.selection import select
 
         with self.evaluating():
             fs = collect(self.encoder("source"), ctx.domains["source"].test, ctx)
             ft = collect(self.encoder("target"), ctx.domains["target"].test, ctx)
-        return {"proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
+        return {**select(ctx.history), "proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
 
     def figures(self, ctx: RunContext) -> dict[str, Any]:
         from runner.figures import confusion_figure

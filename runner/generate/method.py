@@ -45,7 +45,23 @@ class GenerativeMethod(Method[C]):
     Config = GanConfig
     primary_metric = "quality/fd"
     summary_metrics: ClassVar[tuple[str, ...]] = ("quality/kid", "quality/classifier_acc")
+    report_figures: ClassVar[tuple[str, ...] | None] = ("samples.png", "classes.png", "pairs.png", "losses.png")
+    report_metrics: ClassVar[dict[str, str]] = {
+        "quality/fd": "Fréchet distance",
+        "quality/kid": "KID",
+        "quality/label_acc": "label accuracy",
+        "quality/classifier_acc": "feature classifier accuracy",
+    }
     conditional = False
+
+    @classmethod
+    def report_note(cls, metrics: dict[str, float]) -> str:
+        if "quality/n_fake" not in metrics:
+            return ""
+        return (
+            f"Measured on {metrics['quality/n_fake']:.0f} generated and {metrics['quality/n_real']:.0f} real training "
+            "images in the features of a classifier trained on the real data."
+        )
 
     # --- set-up -------------------------------------------------------------------------------
     def setup(self, ctx: RunContext) -> None:

@@ -285,6 +285,8 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
     if origin is Literal:
         choices = typing.get_args(typ)
+        if isinstance(value, (bool, str)) and str(value).lower() in choices:  # TOML `channels_last = true`
+            return str(value).lower()
         if value in choices:
             return value
         raise ConfigError(f"{where}={value!r}: must be one of {', '.join(map(str, choices))}")

@@ -12,6 +12,7 @@ import torch
 
 from runner.batches import batches
 from runner.datasets import Split
+from runner.devices import Compute
 from runner.distributed import SINGLE, Dist, average_gradients
 from runner.seeding import generator
 
@@ -54,6 +55,7 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)  # for methods to keep figures' data
     history: list[dict[str, float]] = field(default_factory=list)  # each finished epoch's metrics
     dist: Dist = SINGLE  # this process's place in a torchrun group (rank 0 of 1 when not distributed)
+    compute: Compute = field(default_factory=lambda: Compute("fp32", False))  # autocast dtype, memory format
 
     @property
     def settings(self) -> RunSettings:
@@ -84,12 +86,13 @@ class RunContext:
         return generator(self.settings.seed, name, device)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Mixed precision on CUDA when --set precision=bf16|fp16; a no-op otherwise."""
-        precision = self.settings.precision
-        if self.device.type != "cuda" or precision == "fp32":
+        """Mixed precision as the run chose it (`precision`, on the CPU or a GPU); a no-op for fp32.
+        Weights stay fp32; compute losses on `.float()` outputs."""
+        precision = self.compute.precision
+        if precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def optimize(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> None:
         """zero_grad, backward and step, through the fp16 gradient scaler when there is one."""
@@ -114,7 +117,7 @@ class RunContext:
 
     @property
     def channels_last(self) -> bool:
-        return self.settings.channels_last and self.device.type == "cuda"
+        return self.compute.channels_last
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
         """Move a network to the device (to channels-last and compiled when asked)."""
@@ -126,4 +129,5 @@ class RunContext:
         return module
 
     def eval_batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return batches(split, self.settings.eval_batch_size)
+        for x, y in batches(split, self.settings.eval_batch_size):
+            yield (x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x), y

@@ -1,8 +1,13 @@
-"""Choosing the device a run trains on, with a one-line error for one that isn't there."""
+"""Choosing the device a run trains on (a one-line error for one that isn't there), and how it
+computes there: autocast precision, memory format and CPU threads, chosen from what the hardware
+does fast when a setting says `auto`."""
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -51,3 +56,63 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def cpu_bf16() -> str:
+    """How this CPU computes bfloat16 in hardware: "AMX" (matrix tiles: several times fp32's
+    rate), "AVX-512 BF16" (dot-product instructions only), or "" (none)."""
+    flags = cpu_flags()
+    amx = "amx_bf16" in flags or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    if amx:
+        return "AMX"
+    if "avx512_bf16" in flags or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX-512 BF16"
+    return ""
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a run computes on its device: the autocast dtype (weights and losses stay fp32) and
+    whether convolutions take channels-last tensors, with why each was chosen."""
+
+    precision: str  # fp32, bf16 or fp16
+    channels_last: bool
+    why: str = ""
+
+    def describe(self) -> str:
+        parts = ["fp32" if self.precision == "fp32" else f"{self.precision} autocast"]
+        if self.channels_last:
+            parts.append("channels-last")
+        return ", ".join(parts) + (f" ({self.why})" if self.why else "")
+
+
+def choose_compute(device: torch.device, precision: str, channels_last: str) -> Compute:
+    """Resolve `auto` settings for `device`. bf16 is taken only where it is fast: on a GPU that
+    supports it, and on a CPU with AMX. A CPU with AVX-512 BF16 alone computes bf16 convolutions
+    and matrix products slower than fp32 (measured by bench/steps.py: 0.7-0.9x), so it keeps fp32.
+    Channels-last speeds convolutions up on CPUs and GPUs alike (1.15-1.3x measured on the CPU)."""
+    why = ""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            precision, why = "bf16", "GPU bf16"
+        elif device.type == "cpu" and cpu_bf16() == "AMX":
+            precision, why = "bf16", "CPU with AMX"
+        else:
+            precision = "fp32"
+            if device.type == "cpu" and cpu_bf16():
+                why = f"CPU has {cpu_bf16()} but no AMX: bf16 would be slower"
+    if precision == "fp16" and device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"precision=fp16: autocast on {device.type} is not supported here; use fp32 or bf16")
+    use_cl = device.type in ("cpu", "cuda") if channels_last == "auto" else channels_last == "true"
+    return Compute(precision, use_cl, why)

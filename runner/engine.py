@@ -62,6 +62,7 @@ class FitResult:
     metrics: dict[str, float]  # the last epoch's, with the summary and selected metrics
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase: setup, train, evaluate, finish
+    steps: int = 0  # optimisation steps taken in this call (not counting those before a resume)
 
 
 def steps_per_epoch(method: Method, ctx: RunContext) -> int:
@@ -136,7 +137,7 @@ def fit(
             if status == "FINISHED":
                 raise
             loop.console.print(f"[yellow]warning: {exc}")
-    return FitResult(status, loop.metrics, loop.history, dict(loop.seconds))
+    return FitResult(status, loop.metrics, loop.history, dict(loop.seconds), ctx.step - loop.first_step)
 
 
 class _Loop:
@@ -155,6 +156,7 @@ class _Loop:
         self.metrics: dict[str, float] = {}
         self.start_in_epoch = 0
         self.seconds: dict[str, float] = {}  # wall time per phase, summed over epochs
+        self.first_step = resume.step if resume is not None else 0
         self.epoch_t0 = time.perf_counter()
 
     @contextlib.contextmanager

@@ -88,7 +88,7 @@ class Parent:
 @dataclass
 class FanOut:
     parent_run_id: str
-    runs: list[ChildRun] = field(default_factory=list)
+    runs: list[ChildRun] = field(default_factory=list)  # in the children's order
     status: str = "RUNNING"
 
     @property
@@ -106,10 +106,13 @@ def fan_out(
     *,
     keep_going: bool,
     console: Console | None = None,
+    workers: int = 1,
 ) -> FanOut:
     """Open the parent run, execute each child under it, then log `summarize`'s metrics and
     text artifacts on the parent and end it. With `keep_going` a failed child (a diverging
-    setting) is recorded and the rest still run; otherwise its error ends the whole."""
+    setting) is recorded and the rest still run; otherwise its error ends the whole. With
+    `workers` > 1, that many children run at once, each in a process of its own with the CPU
+    cores split between them (`threads`), so they do not oversubscribe the machine."""
     from runner.tracking import Tracker, version_tags
 
     console = console or Console()
@@ -118,28 +121,22 @@ def fan_out(
         parent.experiment, parent.run_name, {**parent.tags, "hw3.parent": "true", **version_tags()}
     )
     tracker.log_params(parent.params)
-    out = FanOut(parent_id)
-    total = len(children)
+    out = FanOut(parent_id, [ChildRun(c) for c in children])
+    requests = [dataclasses.replace(c.request, parent_run_id=parent_id, experiment=parent.experiment) for c in children]
     try:
-        for n, child in enumerate(children, start=1):
-            console.print(f"[bold]{escape(child.label)}[/] ({n} of {total})", highlight=False)
-            request = dataclasses.replace(child.request, parent_run_id=parent_id, experiment=parent.experiment)
-            run = ChildRun(child)
-            out.runs.append(run)
-            try:
-                run.result = execute(request, console)
-            except RunFailed as exc:
-                if not keep_going:
-                    raise
-                console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
-                run.error = str(exc)
+        if workers > 1:
+            _run_side_by_side(out, requests, workers, keep_going, console)
+        else:
+            for n, (run, request) in enumerate(zip(out.runs, requests, strict=True), start=1):
+                console.print(f"[bold]{escape(run.child.label)}[/] ({n} of {len(out.runs)})", highlight=False)
+                _settle(run, keep_going, console, lambda request=request: execute(request, console))
         out.status = "FINISHED" if out.finished else "FAILED"
     except (RunInterrupted, KeyboardInterrupt) as exc:
         out.status = "KILLED"
         why = f"{exc}; " if str(exc) else ""  # the child's own message names its checkpoint
         stopped = RunInterrupted(
-            f"{why}the {parent.what} stopped after {len(out.finished)} of {total} runs; parent run {parent_id} is "
-            "marked KILLED"
+            f"{why}the {parent.what} stopped after {len(out.finished)} of {len(out.runs)} runs; parent run "
+            f"{parent_id} is marked KILLED"
         )
         stopped.run_id = getattr(exc, "run_id", "")  # the child run to resume
         raise stopped from None
@@ -156,6 +153,81 @@ def fan_out(
         finally:
             tracker.end(out.status)
     return out
+
+
+def _settle(run: ChildRun, keep_going: bool, console: Console, outcome: Callable[[], RunResult]) -> None:
+    """Record a child's result, or its failure when the others are to go on."""
+    try:
+        run.result = outcome()
+    except RunFailed as exc:
+        if not keep_going:
+            raise
+        console.print(f"[red]failed:[/] {escape(run.child.label)}: {escape(str(exc))}", highlight=False)
+        run.error = str(exc)
+
+
+def _run_side_by_side(
+    out: FanOut, requests: list[RunRequest], workers: int, keep_going: bool, console: Console
+) -> None:
+    """The children in `workers` processes at once. Ctrl-C reaches every process of the group:
+    each running child saves its checkpoint and stops, and this waits for them before raising."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    given = [{k for k, _ in r.overrides} for r in requests]
+    requests = [r if "threads" in g else dataclasses.replace(r, overrides=[*r.overrides, ("threads", threads)])
+                for r, g in zip(requests, given, strict=True)]  # fmt: skip
+    console.print(
+        f"{len(requests)} runs, {workers} at a time, {threads} thread(s) each; each run's output is summed up "
+        "when it ends",
+        highlight=False,
+    )
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or torch state inherited
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(_execute_quietly, r): run for r, run in zip(requests, out.runs, strict=True)}
+        done = 0
+        try:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    run = futures[future]
+                    done += 1
+                    _settle(run, keep_going, console, future.result)
+                    if run.result is not None:
+                        _say_done(console, run, done, len(futures))
+        except (RunInterrupted, KeyboardInterrupt):
+            for future in futures:  # let the other children save their checkpoints
+                if not future.done():
+                    future.cancel()
+            wait(futures)
+            raise
+
+
+def _worker_init(threads: int) -> None:
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch starts its thread pool
+
+
+def _execute_quietly(request: RunRequest) -> RunResult:
+    import io
+
+    return execute(request, Console(file=io.StringIO()))
+
+
+def _say_done(console: Console, run: ChildRun, n: int, total: int) -> None:
+    from runner.plugins import get_manager
+    from runner.progress import fmt_value
+
+    result = run.result
+    assert result is not None
+    primary = get_manager().method(result.resolved.method).primary_metric
+    value = result.metrics.get(primary)
+    shown = f"{primary} {fmt_value(primary, value)}" if value is not None else result.status
+    console.print(f"({n} of {total}) {escape(run.child.label)}: {shown}  run {result.run_id}", highlight=False)
 
 
 @dataclass

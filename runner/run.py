@@ -51,6 +51,8 @@ class RunResult:
     tracking_uri: str
     checkpoint: str
     resolved: ResolvedConfig
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase (engine.FitResult)
+    steps: int = 0  # optimisation steps this call took
 
 
 RESUMABLE = {"epochs", "device", "eval_batch_size", "log_every"}
@@ -130,9 +132,11 @@ def run_name(resolved: ResolvedConfig) -> str:
 
 def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     """Run a method to the end (or to an interruption); raises Hw3Error subclasses on failure."""
+    import torch
+
     from runner.checkpoint import checkpoint_path
     from runner.context import RunContext
-    from runner.devices import describe, pick_device
+    from runner.devices import choose_compute, describe, pick_device
     from runner.distributed import broadcast_object, init, shutdown
     from runner.engine import fit
     from runner.sinks import NullSink
@@ -142,18 +146,25 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
     manager = get_manager()
     tracker = Tracker()
     resolved, state = _plan_resume(req, manager, tracker) if req.resume else (plan(req, manager), None)
-    dist, device = init(pick_device(resolved.settings.device))
+    s = resolved.settings
+    device = pick_device(s.device)
+    compute = choose_compute(device, s.precision, s.channels_last)
+    threads_before = torch.get_num_threads()
+    dist, device = init(device)
     try:
+        if s.threads:
+            torch.set_num_threads(s.threads)
         if not dist.is_main:  # rank 0 speaks, logs and checkpoints for the group
             console = Console(file=io.StringIO())
         with console.status("loading data (decoded once, then cached)"):
             domains = load_domains(resolved, manager, req.data_root, device)
         method = manager.method(req.method)(resolved.method_config)
-        ctx = RunContext(resolved=resolved, device=device, domains=domains, scaler=_scaler(device, resolved), dist=dist)
+        scaler = torch.amp.GradScaler(device.type) if compute.precision == "fp16" else None
+        ctx = RunContext(resolved=resolved, device=device, domains=domains, scaler=scaler, dist=dist, compute=compute)
         experiment = _open_run(req, method, ctx, tracker) if dist.is_main else ""
         ctx.run_id = broadcast_object(ctx.run_id, dist)
         where = describe(device) + (f" x {dist.world} processes" if dist.enabled else "")
-        head = f"[bold]{req.method}[/] on {resolved.task.label}  device {where}"
+        head = f"[bold]{req.method}[/] on {resolved.task.label}  device {where}, {compute.describe()}"
         console.print(f"{head}  run {ctx.run_id}  experiment {experiment}", highlight=False)
         reg = manager.methods()[req.method]
         fitted = fit(
@@ -167,14 +178,19 @@ def execute(req: RunRequest, console: Console | None = None) -> RunResult:
         )
     finally:
         shutdown(dist)
+        torch.set_num_threads(threads_before)  # a caller in the same process (a sweep, a test) keeps its own
     ckpt = checkpoint_path(resolved.settings.checkpoint_dir, ctx.run_id)
-    return RunResult(ctx.run_id, experiment, fitted.status, fitted.metrics, tracker.uri, str(ckpt), resolved)
-
-
-def _scaler(device: torch.device, resolved: ResolvedConfig) -> Any:
-    import torch
-
-    return torch.amp.GradScaler("cuda") if device.type == "cuda" and resolved.settings.precision == "fp16" else None
+    return RunResult(
+        ctx.run_id,
+        experiment,
+        fitted.status,
+        fitted.metrics,
+        tracker.uri,
+        str(ckpt),
+        resolved,
+        fitted.seconds,
+        fitted.steps,
+    )
 
 
 def _open_run(req: RunRequest, method: Method, ctx: RunContext, tracker: Tracker) -> str:
@@ -196,6 +212,7 @@ def _open_run(req: RunRequest, method: Method, ctx: RunContext, tracker: Tracker
         **task.tags(),
         "seed": str(resolved.settings.seed),
         "device": describe(ctx.device),
+        "compute": ctx.compute.describe(),
         "selection": "last",
         **version_tags(),
     }

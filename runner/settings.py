@@ -69,10 +69,15 @@ class RunSettings:
         0, "seeds weights, shuffling and sampling; same seed, same metrics on the CPU", ge=0, le=SEED_MAX
     )
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    precision: Literal["fp32", "bf16", "fp16"] = option(
-        "fp32", "autocast dtype on CUDA; fp16 adds a gradient scaler (the CPU always uses fp32)"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        "autocast dtype, weights stay fp32: auto takes bf16 where the hardware computes it fast (a GPU that "
+        "supports it, a CPU with AMX), else fp32; fp16 adds a gradient scaler",
     )
-    channels_last: bool = option(False, "channels-last memory format on CUDA (faster convolutions)")
+    channels_last: Literal["auto", "true", "false"] = option(
+        "auto", "channels-last memory format for convolutions: auto takes it on CPUs and GPUs (faster on both)"
+    )
+    threads: int = option(0, "CPU threads for torch (0: torch's choice, which OMP_NUM_THREADS sets)", ge=0)
     compile: bool = option(False, "torch.compile each network (for GPUs; the first steps are slow while it compiles)")
     image_size: int = option(0, "side both domains are resized to; 0 keeps the first dataset's size", ge=0)
     channels: int = option(0, "channels both domains are converted to (1 or 3); 0 takes the largest")

@@ -136,9 +136,14 @@ def _child(req: RunRequest, setting: dict[str, str], seed: int | None, **extra: 
 
 
 def run_sweep(
-    req: RunRequest, grid: dict[str, list[str]], seeds: list[int] | None = None, console: Console | None = None
+    req: RunRequest,
+    grid: dict[str, list[str]],
+    seeds: list[int] | None = None,
+    console: Console | None = None,
+    workers: int = 1,
 ) -> SweepResult:
     """A parent run and one child run per grid setting and seed; a failed child does not stop the rest.
+    `workers` children run at once, in processes of their own, the CPU cores split between them.
 
     Ctrl-C stops the sweep and marks the parent KILLED; what finished is still summarised on it.
     """
@@ -207,7 +212,7 @@ def run_sweep(
             "sweep.json": json.dumps(as_json(result), indent=2),
         }
 
-    out = fan_out(parent, children, summarize, keep_going=True, console=console)
+    out = fan_out(parent, children, summarize, keep_going=True, console=console, workers=workers)
     result.status = out.status
     return result
 

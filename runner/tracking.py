@@ -193,10 +193,10 @@ class Tracker:
         _retry(self.client.log_text, self.run_id, text, path)
 
     def log_figure(self, fig: Figure, path: str) -> None:
-        import matplotlib.pyplot as plt
+        from runner.sinks import close_figure
 
         _retry(self.client.log_figure, self.run_id, fig, path)
-        plt.close(fig)
+        close_figure(fig)
 
     def log_image(self, image: Any, key: str, step: int) -> None:
         """One picture of a step-indexed series (the MLflow UI shows it with a step slider)."""
@@ -207,14 +207,12 @@ class Tracker:
         import mlflow
         import torch
 
-        for m in model.modules():  # a compiled forward (compile=true) does not pickle; the plain one does
-            if getattr(m, "_compiled_call_impl", None) is not None:
-                m._compiled_call_impl = None
+        model = _plain_copy(model)
         buf = io.StringIO()  # mlflow prints signature warnings; keep the terminal clean
         # Redirect outside the run: ending it prints a "View run" link for a server, and end() prints one too.
         with _redirect(buf), mlflow.start_run(run_id=self.run_id):
             mlflow.pytorch.log_model(
-                model.cpu().eval(),
+                model.cpu().eval(),  # a copy: the run's own network stays where it is, in its mode
                 name="model",
                 input_example=example.cpu().numpy(),
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"hw3=={__version__}"],
@@ -236,6 +234,20 @@ class Tracker:
         except Exception as exc:
             raise Hw3Error(f"run {run_id}: its model could not be loaded ({str(exc).splitlines()[0]})") from None
         return model.eval()
+
+
+def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` without compiled forwards (compile=true), which do not pickle."""
+    import copy
+
+    compiled = {m: m._compiled_call_impl for m in model.modules() if getattr(m, "_compiled_call_impl", None)}
+    for m in compiled:
+        m._compiled_call_impl = None
+    try:
+        return copy.deepcopy(model)
+    finally:
+        for m, impl in compiled.items():
+            m._compiled_call_impl = impl
 
 
 def version_tags() -> dict[str, str]:

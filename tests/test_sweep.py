@@ -130,3 +130,23 @@ def test_ctrl_c_marks_the_parent_killed(client, monkeypatch: pytest.MonkeyPatch)
     runs = runs_of(client, experiment)
     assert len(runs) == 2  # the parent and the one child that started
     assert {r.info.status for r in runs} == {"KILLED"}
+
+
+def test_workers_run_children_side_by_side_with_the_cores_split(client) -> None:
+    import os
+
+    experiment = f"sweep-workers-{uuid.uuid4().hex[:8]}"
+    result = invoke("sweep", "baseline", "--grid", "lr=0.001,0.01", "--workers", "2", "--experiment", experiment,
+                    *TINY_ARGS)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert f"2 runs, 2 at a time, {threads} thread(s) each" in result.stdout
+    runs = runs_of(client, experiment)
+    parent = next(r for r in runs if r.data.tags.get("hw3.sweep") == "true")
+    children = [r for r in runs if r is not parent]
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    assert all(c.info.status == "FINISHED" and c.data.params["threads"] == str(threads) for c in children)
+    assert sorted(c.data.params["lr"] for c in children) == ["0.001", "0.01"]
+    starts = sorted(c.info.start_time for c in children)
+    ends = sorted(c.info.end_time for c in children)
+    assert starts[1] < ends[0]  # the second began before the first ended: side by side

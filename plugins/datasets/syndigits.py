@@ -166,7 +166,7 @@ SYNDIGITS = DatasetSpec(
     classes=tuple(str(d) for d in range(10)),
     build=build,
     fingerprint=fingerprint,
-    origin=lambda ctx: f"rendered: {len(digit_fonts())} fonts, seed {ctx.option('seed', 0)}",
+    origin=lambda ctx: f"rendered from matplotlib's fonts, seed {ctx.option('seed', 0)}",
     options={
         "n_train": (DEFAULT_SIZES["train"], "training images to render"),
         "n_test": (DEFAULT_SIZES["test"], "test images to render"),

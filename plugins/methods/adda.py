@@ -18,13 +18,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner import hookimpl, option
 from runner.adapt import AdaptMethod, load_classifier
 from runner.errors import Hw3Error
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -46,17 +47,6 @@ class AddaConfig:
     augment: bool = option(
         True, "random affine, intensity and inversion augmentation of both domains (false: as the paper)"
     )
-
-
-class Composed(nn.Module):
-    """A feature extractor and a label head from different networks, as one classifier."""
-
-    def __init__(self, features: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.features, self.head = features, head
-
-    def forward(self, x: Any) -> Any:
-        return self.head(self.features(x))
 
 
 class Adda(AdaptMethod[AddaConfig]):
@@ -82,6 +72,8 @@ class Adda(AdaptMethod[AddaConfig]):
         self.target = copy.deepcopy(self.source_encoder)
         d = c.disc_hidden
         width = _out_features(self.last)
+        from torch import nn
+
         self.discriminator = ctx.prepare(
             nn.Sequential(nn.Linear(width, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
         )
@@ -95,6 +87,8 @@ class Adda(AdaptMethod[AddaConfig]):
     @property
     def source_encoder(self) -> nn.Module:
         """The part of the source network the target encoder copies (a view, not saved twice)."""
+        from torch import nn
+
         if self.config.align == "features":
             return self.net.features
         return nn.Sequential(self.net.features, self.net.head[:-1])  # the paper's LeNet encoder ends in an FC layer
@@ -105,6 +99,8 @@ class Adda(AdaptMethod[AddaConfig]):
         return self.net.head if self.config.align == "features" else self.net.head[-1]
 
     def classifier(self) -> nn.Module:
+        from runner.adapt import Composed
+
         return Composed(self.target if self.adapting else self.source_encoder, self.last)
 
     def encoder(self, role: str) -> nn.Module:
@@ -174,6 +170,8 @@ class Adda(AdaptMethod[AddaConfig]):
 
 def _out_features(head: nn.Module) -> int:
     """The width of what `head` takes in: its first linear layer's input."""
+    from torch import nn
+
     return next(m for m in head.modules() if isinstance(m, nn.Linear)).in_features
 
 
@@ -191,3 +189,12 @@ def _baseline_weights(run_id: str) -> dict[str, Any]:
 @hookimpl
 def hw3_register_methods(register: Any) -> None:
     register(Adda)
+
+
+def __getattr__(name: str) -> Any:
+    # Models logged by hw3 0.1 pickled ADDA's classifier as plugins.methods.adda.Composed.
+    if name == "Composed":
+        from runner.adapt import Composed
+
+        return Composed
+    raise AttributeError(name)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from runner import hookimpl, option
-from runner.adapt import AdaptMethod, domain_head, grad_reverse, with_statistics_of
+from runner.adapt import AdaptMethod
 
 
 @dataclass
@@ -65,6 +65,8 @@ class Dann(AdaptMethod[DannConfig]):
     def setup(self, ctx: Any) -> None:
         import torch
 
+        from runner.adapt import domain_head
+
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm)
         self.discriminator = ctx.prepare(domain_head(self.net.arch, self.net.feature_dim, c.disc_norm, c.disc_hidden))
@@ -83,6 +85,8 @@ class Dann(AdaptMethod[DannConfig]):
         return self.network("target")  # the logged model is for target images
 
     def evaluate(self, ctx: Any) -> dict[str, float]:
+        from runner.adapt import with_statistics_of
+
         if self.config.target_bn:
             # Training normalised each domain by its own batch statistics (bn_mode=separate) and
             # the head saw source features only; the running averages mix the two.
@@ -92,6 +96,8 @@ class Dann(AdaptMethod[DannConfig]):
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch
         import torch.nn.functional as F
+
+        from runner.adapt import grad_reverse
 
         c = self.config
         p = ctx.progress

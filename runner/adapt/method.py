@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from runner.adapt.networks import DigitClassifier, FromUnitRange, pick_arch
 from runner.errors import Hw3Error
 from runner.method import Method
 
 if TYPE_CHECKING:
     import torch
 
+    from runner.adapt.networks import DigitClassifier
     from runner.context import RunContext
 
 C = TypeVar("C")
@@ -58,6 +58,8 @@ class AdaptMethod(Method[C]):
         super().load_state_dict(state)
 
     def build_net(self, ctx: RunContext, arch: str, batch_norm: bool) -> DigitClassifier:
+        from runner.adapt.networks import DigitClassifier, pick_arch
+
         src = ctx.domains["source"]
         channels, size = src.train.images.shape[1], src.train.images.shape[-1]
         return ctx.prepare(DigitClassifier(pick_arch(arch, size), channels, size, len(src.classes), batch_norm))
@@ -154,11 +156,14 @@ class AdaptMethod(Method[C]):
         return out
 
     def inference_model(self) -> torch.nn.Module:
+        from runner.adapt.networks import FromUnitRange
+
         return FromUnitRange(self.classifier()).eval()
 
 
 def load_classifier(run_id: str) -> DigitClassifier:
     """The digit classifier a finished adaptation run logged as its model (such as a baseline's)."""
+    from runner.adapt.networks import DigitClassifier
     from runner.tracking import Tracker
 
     net = getattr(Tracker().load_model(run_id), "net", None)

@@ -94,6 +94,18 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+class Composed(nn.Module):
+    """A feature extractor and a label head from different networks, as one classifier (ADDA's
+    target encoder with the source network's head)."""
+
+    def __init__(self, features: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.features, self.head = features, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 class FromUnitRange(nn.Module):
     """Takes images in [0, 1], as a logged model's users have them, and feeds [-1, 1] on."""
 

@@ -69,6 +69,25 @@ def cache_path(spec: DatasetSpec, ctx: DataContext) -> Path:
     return ctx.cache_dir / f"{spec.name}-{key}.pt"
 
 
+def check_writable(folder: Path, what: str) -> Path:
+    """`folder`, created if need be, once a file could be written in it; else one line naming
+    `what` (the setting or variable that chose it) and the fix."""
+    from runner.errors import ConfigError
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{what}={folder}: that is a file, not a folder; give a folder you can write")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".hw3-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what}={folder}: cannot write there ({why}); give a folder you can write") from None
+    return folder
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary name, then rename: a crash never leaves half a file."""
     import torch

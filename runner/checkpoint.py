@@ -77,3 +77,82 @@ def load(path: Path) -> TrainState:
             "start a new run (or put back a good copy of the file) instead of resuming"
         ) from None
     return TrainState.from_dict(raw, path)
+
+
+class RunLock:
+    """An exclusive lock beside a run's checkpoint, held by the one process training the run.
+
+    It is an OS file lock (flock), so it goes with its process, even after `kill -9`; a second
+    `--resume` of a run that is still training is refused with the other process named."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / "lock"
+        self._handle: Any = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 (held open while the run trains)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            run_id = self.path.parent.name
+            raise Hw3Error(
+                f"run {run_id} is still training ({holder}); wait for it, or stop that process, before resuming it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {process_tag()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the lock
+            self._handle = None
+
+
+def process_tag(pid: int | None = None) -> str:
+    """`PID@HOST:START`: this process (or `pid`), told apart from a later one that reuses its PID
+    by its start time (Linux), for the run's tags and its lock."""
+    import os
+    import socket
+
+    pid = pid or os.getpid()
+    return f"{pid}@{socket.gethostname()}:{process_start(pid)}"
+
+
+def process_start(pid: int) -> str:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19]  # starttime, in clock ticks since boot
+    except (OSError, IndexError):
+        return "?"
+
+
+def process_alive(tag: str) -> bool | None:
+    """Whether the process a `process_tag` names still runs: None when it ran on another host
+    (or the tag is not one), so nothing can be said."""
+    import os
+    import socket
+
+    try:
+        pid_text, rest = tag.split("@", 1)
+        host, start = rest.rsplit(":", 1)
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    return start == "?" or process_start(pid) == start

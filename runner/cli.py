@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-console = Console(soft_wrap=True)
+# Piped into a file or `grep`, tables get room for their widest cells rather than 80 columns.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 200)))
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+Pair = Annotated[
+    list[str] | None,
+    typer.Option(metavar="SOURCE:TARGET", help="Datasets for adaptation, such as mnist:mnistm (the default)."),
+]
+DatasetOpt = Annotated[
+    list[str] | None, typer.Option(metavar="NAME", help="Dataset for generative methods (default: mnist).")
+]
+
+
+def one(values: list[str] | None, flag: str) -> str | None:
+    """The one value of an option that takes one: given twice, it is a mistake to say, not to drop."""
+    if values and len(values) > 1:
+        raise Hw3Error(f"{flag} is given {len(values)} times ({', '.join(values)}); give it once")
+    return values[0] if values else None
+
+
+def at_least(value: int, low: int, flag: str) -> None:
+    if value < low:
+        raise Hw3Error(f"{flag} {value}: must be at least {low}")
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -76,8 +99,8 @@ def plugins(
 @one_line_errors
 def show(
     method: Annotated[str, typer.Argument(help="A method name from `hw3 list`.")],
-    pair: Annotated[str | None, typer.Option(help="Resolve for this SOURCE:TARGET pair.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Resolve for this dataset (generative methods).")] = None,
+    pair: Pair = None,
+    dataset: DatasetOpt = None,
     preset: Annotated[str | None, typer.Option(help="Apply this preset.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override; repeatable.")] = None,
 ) -> None:
@@ -88,23 +111,27 @@ def show(
     from runner.tables import config_table
 
     manager = get_manager()
-    req = RunRequest(method, pair=pair, dataset=dataset, preset=preset, overrides=parse_set(set_ or []))
+    overrides = parse_set(set_ or [])
+    pair_, dataset_ = one(pair, "--pair"), one(dataset, "--dataset")
+    req = RunRequest(method, pair=pair_, dataset=dataset_, preset=preset, overrides=overrides)
     resolved = plan(req, manager)
     cls = manager.method(method)
     reg = manager.methods()[method]
     console.print(f"[bold]{method}[/] ({cls.kind}, from {reg.package}): {cls.description}")
     console.print(f"on {resolved.task.label}")
-    console.print(config_table(cls, resolved))
+    defaults = plan(RunRequest(method, pair=pair_, dataset=dataset_), manager) if preset or overrides else None
+    console.print(config_table(cls, resolved, defaults))
+    if defaults is not None:
+        changed = [k for k, v in resolved.flat().items() if defaults.flat()[k] != v]
+        console.print(f"{len(changed)} value(s) differ from the defaults: {', '.join(changed) or 'none'}")
 
 
 @app.command()
 @one_line_errors
 def run(
     method: Annotated[str, typer.Argument(help="Method to run, such as baseline (see `hw3 list`).")],
-    pair: Annotated[
-        str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation (default: mnist:mnistm).")
-    ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods (default: mnist).")] = None,
+    pair: Pair = None,
+    dataset: DatasetOpt = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: auto).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (shorthand for --set epochs=N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (shorthand for --set seed=N).")] = None,
@@ -128,25 +155,25 @@ def run(
     ] = None,
     nproc: Annotated[
         int,
-        typer.Option(
-            min=1, help="Data-parallel processes started through torchrun (gloo on the CPU, NCCL on GPUs); one run."
-        ),
+        typer.Option(help="Data-parallel processes started through torchrun (gloo on the CPU, NCCL on GPUs); one run."),
     ] = 1,
 ) -> None:
     """Train and evaluate METHOD, logging params, curves, figures and the model to MLflow.
 
     Examples:
 
-      hw3 run baseline                                  # embedded mnist:mnistm, source only
+      hw3 run baseline                     # source only, embedded mnist:mnistm
 
-      hw3 run baseline --set train_on=target            # the target-only upper bound
+      hw3 run baseline --set train_on=target          # the target-only bound
 
-      hw3 run baseline --pair mnist:mnistm --epochs 3 --device cuda
+      hw3 run dann --pair syndigits:mnistm --device cuda
 
-      hw3 run dann --nproc 2                            # two processes, gradients averaged
+      hw3 run dann --nproc 2         # two processes, gradients averaged
     """
     from runner.config import parse_set
     from runner.distributed import is_main_process, launch, under_launcher, without_option
+
+    at_least(nproc, 1, "--nproc")
 
     if nproc > 1 and not under_launcher():
         if seeds is not None:
@@ -160,8 +187,8 @@ def run(
     overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
     req = RunRequest(
         method,
-        pair=pair,
-        dataset=dataset,
+        pair=one(pair, "--pair"),
+        dataset=one(dataset, "--dataset"),
         preset=preset,
         overrides=overrides,
         experiment=experiment,
@@ -205,15 +232,25 @@ def run(
 @one_line_errors
 def report(
     protocol: Annotated[
-        str, typer.Option(help="Checkpoint selection: last, source_val, im, or oracle (uses target labels).")
+        str,
+        typer.Option(help="Epoch selection: last, source_val, im, or target_val (uses target labels: an upper bound)."),
     ] = "last",
     pair: Annotated[list[str] | None, typer.Option(help="Only these SOURCE:TARGET pairs; repeatable.")] = None,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option("--filter", metavar="KEY=VALUE", help="Only runs whose param KEY is VALUE; repeatable."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for report.md and the t-SNE figures.")] = Path("hw3-report"),
 ) -> None:
-    """The report's table from MLflow: source only, DANN, ADDA, ..., target only, one column per pair."""
+    """The report's table from MLflow: source only, DANN, ADDA, ..., target only, one column per pair.
+
+    Runs of one method and pair whose settings differ are never averaged together: the row splits,
+    each part labelled with the settings that differ (choose one with --filter KEY=VALUE)."""
+    from runner.config import parse_set
     from runner.report import build, rich_table, write
 
-    rep = build(protocol, pair)
+    filters = [(k, str(v)) for k, v in parse_set(filter_ or [])]
+    rep = build(protocol, pair, filters=filters)
     console.print(rich_table(rep))
     path = write(rep, out)
     console.print(f"wrote {path} (runs behind each cell are listed there)", highlight=False)
@@ -239,9 +276,9 @@ def reproduce(
 
     Examples:
 
-      hw3 reproduce                                     # embedded data, about 12 minutes on 2 CPU cores
+      hw3 reproduce                            # the report on embedded data
 
-      hw3 reproduce course --data-root ~/hw3-data       # the course's SVHN, MNIST-M and faces
+      hw3 reproduce course --data-root ~/hw3-data    # the course's own data
     """
     from runner.config import parse_set
     from runner.reproduce import reproduce as run_suite
@@ -257,11 +294,13 @@ def reproduce(
 @one_line_errors
 def tsne(
     run_id: Annotated[str, typer.Argument(help="A finished adaptation run (MLflow run ID).")],
-    points: Annotated[int, typer.Option(help="Source + target test points.")] = 2000,
+    points: Annotated[int, typer.Option(help="Source + target test points (at least 10).")] = 2000,
     data_root: Annotated[str | None, typer.Option(help="Folder holding dataset files, if the run used one.")] = None,
 ) -> None:
     """t-SNE of a finished run's features, by class and by domain, logged to the run as figures."""
     from runner.adapt.features import tsne_for_run
+
+    at_least(points, 10, "--points")
 
     paths = tsne_for_run(run_id, points, data_root)
     console.print("logged " + ", ".join(paths) + f" to run {run_id}", highlight=False)
@@ -284,7 +323,7 @@ def sample(
 
       hw3 sample RUN_ID --n 64 --out grid.png
 
-      hw3 sample RUN_ID --label 7 --out sevens.png          # an acgan run on digits
+      hw3 sample RUN_ID --label 7 --out sevens.png     # an acgan run
     """
     from runner.generate.sampling import sample_run
 
@@ -359,11 +398,13 @@ def data_prepare(
 def data_show(
     name: Annotated[str, typer.Argument(help="Dataset name (see `hw3 data list`) or a folder path.")],
     out: Annotated[Path | None, typer.Option(help="PNG file to write (default: NAME.png).")] = None,
-    per_class: Annotated[int, typer.Option(help="Images per class (one row per class).")] = 12,
+    per_class: Annotated[int, typer.Option(help="Images per class (one row per class), at least 1.")] = 12,
     data_root: DataRoot = None,
 ) -> None:
     """Write a PNG grid of training samples, one row per class."""
     from runner.datacmds import show
+
+    at_least(per_class, 1, "--per-class")
 
     path = show(name, data_root, out or Path(f"{name.strip('/').replace('/', '_')}.png"), per_class, console)
     console.print(f"wrote {path}", highlight=False)
@@ -405,10 +446,8 @@ def sweep(
             "`hw3 show METHOD` lists the keys.",
         ),
     ],
-    pair: Annotated[
-        str | None, typer.Option(help="SOURCE:TARGET datasets for adaptation (default: mnist:mnistm).")
-    ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset for generative methods (default: mnist).")] = None,
+    pair: Pair = None,
+    dataset: DatasetOpt = None,
     seeds: Annotated[
         str | None, typer.Option(help="Comma-separated seeds, such as 0,1,2: each setting runs once per seed.")
     ] = None,
@@ -425,7 +464,6 @@ def sweep(
     workers: Annotated[
         int,
         typer.Option(
-            min=1,
             help="Runs at once, each in its own process with the CPU cores split between them "
             "(threads = cores / workers). Only installed plugins' methods run this way.",
         ),
@@ -440,23 +478,23 @@ def sweep(
 
     Examples:
 
-      hw3 sweep dann --grid lr=0.001,0.01 --seeds 0,1,2     # 6 runs
+      hw3 sweep dann --grid lr=0.001,0.01 --seeds 0,1,2        # 6 runs
 
-      hw3 sweep baseline --grid lr=0.001,0.01 --grid batch_size=32,64 --set epochs=3
+      hw3 sweep baseline --grid lr=0.001,0.01 --grid batch_size=32,64
 
-      hw3 sweep baseline --pair svhn:mnist --grid weight_decay=0,0.0005 --set epochs=5
-
-      hw3 sweep dann --grid lr=0.001,0.01 --seeds 0,1 --workers 4   # 4 runs at once on an 8-core laptop
+      hw3 sweep dann --grid lr=0.001,0.01 --workers 4    # 4 at once
     """
     from runner.config import parse_set
     from runner.fanout import parse_seeds
     from runner.run import RunRequest
     from runner.sweep import parse_grid, rich_table, run_sweep
 
+    at_least(workers, 1, "--workers")
+
     req = RunRequest(
         method,
-        pair=pair,
-        dataset=dataset,
+        pair=one(pair, "--pair"),
+        dataset=one(dataset, "--dataset"),
         preset=preset,
         overrides=parse_set(set_ or []),
         experiment=experiment,

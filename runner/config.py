@@ -1,9 +1,11 @@
 """Resolved config: registry.toml, the plugin's typed defaults and --set overrides, in one place.
 
 Precedence, lowest first: the dataclass defaults (RunSettings and the method's Config),
-`[defaults]`, `[datasets.X]` of each dataset used, `[pairs."S:T"]`, `[methods.M]`, a preset,
-then `--set` (and the CLI's shorthands such as --epochs). Every layer is checked against the
-known keys and their types before any work starts.
+`[defaults]`, each dataset's `run_defaults` and `[datasets.X]`, `[pairs."S:T"]`, the method's
+`run_defaults`, `[methods.M]`,
+`[pairs."S:T".methods.M]` (one method on one pair, such as its epochs on a slow pair), a preset
+(its flat keys, then its `[presets.P.methods.M]`), then `--set` (and the CLI's shorthands such as
+--epochs). Every layer is checked against the known keys and their types before any work starts.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ def resolve(
     preset: str | None = None,
     overrides: list[tuple[str, Any]] | None = None,
     dataset_options: dict[str, set[str]] | None = None,
+    dataset_defaults: dict[str, dict[str, Any]] | None = None,
 ) -> ResolvedConfig:
     """The run's config; `dataset_options` names, per dataset, the `[datasets.X]` keys that are
     the dataset's own settings (such as a folder path) rather than config keys."""
@@ -221,20 +224,31 @@ def resolve(
 
     layers: list[tuple[str, dict[str, Any]]] = [(f"{registry.path.name} [defaults]", registry.defaults)]
     for ds in task.datasets:
+        if own_defaults := (dataset_defaults or {}).get(ds):
+            layers.append((f"dataset {ds}'s defaults", dict(own_defaults)))
         if ds in registry.datasets:
             own = (dataset_options or {}).get(ds, set())
             table = {k: v for k, v in registry.datasets[ds].items() if k not in own}
             layers.append((f"{registry.path.name} [datasets.{ds}]", table))
     if task.pair in registry.pairs:
-        table = {k: v for k, v in registry.pairs[task.pair].items() if k != "description"}
+        table = {k: v for k, v in registry.pairs[task.pair].items() if k not in ("description", "methods")}
         layers.append((f'{registry.path.name} [pairs."{task.pair}"]', table))
+    if method_cls.run_defaults:
+        layers.append((f"method {name}'s defaults", dict(method_cls.run_defaults)))
     if name in registry.methods:
         layers.append((f"{registry.path.name} [methods.{name}]", registry.methods[name]))
+    if task.pair in registry.pairs and name in registry.pairs[task.pair].get("methods", {}):
+        table = registry.pairs[task.pair]["methods"][name]
+        layers.append((f'{registry.path.name} [pairs."{task.pair}".methods.{name}]', table))
     if preset:
         if preset not in registry.presets:
             raise ConfigError(f"unknown preset '{preset}'{choices_hint(preset, list(registry.presets))}")
-        table = {k: v for k, v in registry.presets[preset].items() if k != "description"}
+        table = dict(registry.presets[preset])
+        per_method = table.pop("methods", {})
+        table.pop("description", None)
         layers.append((f"preset '{preset}'", table))
+        if name in per_method:  # [presets.P.methods.M]: what the preset means for this method
+            layers.append((f"preset '{preset}' [methods.{name}]", per_method[name]))
     layers.append(("--set", dict(overrides or [])))
 
     for where, table in layers:
@@ -250,13 +264,9 @@ def resolve(
         _check(fields[key][1], value, origins[key])
     run_values = {k: v for k, v in values.items() if fields[k][2] == "run"}
     method_values = {k: v for k, v in values.items() if fields[k][2] == "method"}
-    return ResolvedConfig(
-        method=name,
-        settings=RunSettings(**run_values),
-        method_config=method_cls.Config(**method_values),
-        task=task,
-        origins=origins,
-    )
+    settings, config = RunSettings(**run_values), method_cls.Config(**method_values)
+    method_cls.check_config(config, settings)
+    return ResolvedConfig(method=name, settings=settings, method_config=config, task=task, origins=origins)
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:

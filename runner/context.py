@@ -32,12 +32,15 @@ class Batch(dict[str, Labeled]):
 
 @dataclass
 class Domain:
-    """One dataset in a run, already on the device and in the run's common shape."""
+    """One dataset in a run, already on the device and in the run's common shape: `train` (what
+    training draws from), `val` (held out of the training split, for choosing; never trained on)
+    and `test` (only reported)."""
 
     name: str
     train: Split
     test: Split
     classes: tuple[str, ...]
+    val: Split | None = None
 
 
 @dataclass

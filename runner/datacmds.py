@@ -70,13 +70,33 @@ def check(name: str, data_root: str | None, console: Console | None = None) -> C
         except DataError as exc:
             problems.found.append(str(exc))
             splits = {}
+    if "train" in splits and "val" not in splits:  # what runs hold out for validation
+        fraction = validation_fraction()
+        train, val = splits["train"].held_out(fraction)
+        rest = {k: v for k, v in splits.items() if k != "train"}
+        splits = {"train": train, f"val ({fraction:.0%} of train, held out)": val, **rest}
     for split_name, s in splits.items():
-        counts = {cls: 0 for cls in spec.classes}
-        for label, n in zip(*[t.tolist() for t in s.labels.unique(return_counts=True)], strict=True):
-            counts[spec.classes[label] if 0 <= label < len(spec.classes) else str(label)] = n
-        report.splits[split_name] = SplitReport(len(s), tuple(s.images.shape[1:]), counts)
+        report.splits[split_name] = SplitReport(len(s), tuple(s.images.shape[1:]), _per_class(s, spec.classes))
     report.problems = problems.found
     return report
+
+
+def _per_class(split: Split, classes: tuple[str, ...]) -> dict[str, int]:
+    """Images per class name (an unknown label under its number); nothing for labels that are not
+    integers, a problem the check has already reported."""
+    if split.labels.is_floating_point() or split.labels.ndim != 1:
+        return {}
+    counts = dict.fromkeys(classes, 0)
+    for label, n in zip(*[t.tolist() for t in split.labels.unique(return_counts=True)], strict=True):
+        counts[classes[label] if 0 <= label < len(classes) else str(label)] = n
+    return counts
+
+
+def validation_fraction() -> float:
+    """The `val_fraction` runs use: registry.toml's [defaults], else the setting's own default."""
+    from runner.settings import RunSettings
+
+    return float(load_registry().defaults.get("val_fraction", RunSettings.val_fraction))
 
 
 def prepare(name: str, data_root: str | None, download: bool, console: Console) -> tuple[Path, dict[str, Split]]:
@@ -102,6 +122,10 @@ def show(name: str, data_root: str | None, out: Path, per_class: int, console: C
     import torch
     from torchvision.utils import make_grid, save_image
 
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise Hw3Error(f"--out {out}: give a .png or .jpg file name")
+    if not out.parent.is_dir():
+        raise Hw3Error(f"--out {out}: folder {out.parent} does not exist; create it first")
     spec = get_manager().dataset(name)
     with progress_tracker(console) as track:
         splits = load_dataset(spec, context_for(spec, data_root, track=track))
@@ -118,7 +142,6 @@ def show(name: str, data_root: str | None, out: Path, per_class: int, console: C
     scale = max(1, 64 // spec.size) if spec.size < 64 else 1
     if scale > 1:  # small digits are easier to see enlarged
         grid = torch.nn.functional.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out)
     return out
 

@@ -17,6 +17,8 @@ from runner.errors import DataError
 if TYPE_CHECKING:
     import torch
 
+VALIDATION_SEED = 20240601  # the held-out validation images are the same for every run
+
 
 @dataclass(frozen=True)
 class Split:
@@ -42,6 +44,22 @@ class Split:
         if n <= 0 or n >= len(self):
             return self
         return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])
+
+    def held_out(self, fraction: float) -> tuple[Split, Split]:
+        """(the rest, the held-out part): `fraction` of each class, the same images every time
+        (a fixed shuffle), for validation. The rest keeps the original order."""
+        import torch
+
+        if fraction <= 0 or len(self) == 0:
+            return self, self.take(torch.zeros(0, dtype=torch.long))
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+        labels = self.labels.cpu()[order]
+        chosen = torch.zeros(len(self), dtype=torch.bool)
+        for k in labels.unique():
+            mine = order[labels == k]
+            chosen[mine[: round(fraction * len(mine))]] = True
+        keep = torch.arange(len(self))
+        return self.take(keep[~chosen]), self.take(keep[chosen])
 
     def to(self, device: torch.device) -> Split:
         attrs = self.attributes.to(device) if self.attributes is not None else None
@@ -109,6 +127,12 @@ class DatasetSpec:
     attributes: tuple[str, ...] = ()
     options: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
     download: Callable[[DataContext], None] | None = None
+    # Run settings a run using this dataset starts from, such as {"image_size": 32}: above hw3's
+    # [defaults], below registry.toml's [datasets.NAME] and everything after it.
+    run_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # True when the loader's square size depends on the files (USPS: 16 px from torchvision's
+    # files, 28 px in the course folder); channels are still checked, and `size` is the usual one.
+    size_varies: bool = False
 
 
 def check_dataset_spec(obj: Any) -> str:
@@ -119,25 +143,48 @@ def check_dataset_spec(obj: Any) -> str:
         return f"dataset name {obj.name!r} must be non-empty and have no ':' (':' separates pairs)"
     if obj.channels not in (1, 3):
         return f"dataset '{obj.name}' has {obj.channels} channels; use 1 or 3"
+    from runner.settings import RUN_KEYS
+
+    if unknown := set(obj.run_defaults) - RUN_KEYS:
+        return f"dataset '{obj.name}': run_defaults has {sorted(unknown)}, which are not run settings"
     return ""
 
 
 def check_splits(spec: DatasetSpec, splits: dict[str, Split], problems: Problems) -> None:
-    """Report splits that break the contract: empty, not uint8 (N, C, H, W), labels that do not
-    match the images or fall outside the classes."""
+    """Report splits that break the contract: empty; images that are not uint8 (N, C, H, W) of the
+    channels and size the spec declares; labels that are not integers, do not match the images,
+    or fall outside the classes. Each message says what was found."""
     import torch
 
+    declared = f"{spec.channels} channel(s) of {spec.size}x{spec.size}"
     for name, s in splits.items():
+        where = f"dataset '{spec.name}': split '{name}'"
         if len(s) == 0:
-            problems.add(f"dataset '{spec.name}': split '{name}' is empty; add images to it")
+            problems.add(f"{where} is empty; add images to it")
             continue
-        if s.images.dtype != torch.uint8 or s.images.ndim != 4:
-            problems.add(f"dataset '{spec.name}': split '{name}' must be uint8 (N, C, H, W)")
-        if s.images.shape[0] != s.labels.shape[0]:
-            problems.add(f"dataset '{spec.name}': split '{name}' has unequal numbers of images and labels")
-        low, high = int(s.labels.min()), int(s.labels.max())
+        x, y = s.images, s.labels
+        if x.dtype != torch.uint8:
+            problems.add(f"{where} must hold uint8 images (N, C, H, W), got {str(x.dtype).removeprefix('torch.')}")
+        if x.ndim != 4:
+            problems.add(f"{where} must hold images shaped (N, C, H, W), got shape {tuple(x.shape)}")
+        elif x.shape[1] != spec.channels or (
+            (x.shape[2], x.shape[3]) != (spec.size, spec.size) and not (spec.size_varies and x.shape[2] == x.shape[3])
+        ):
+            problems.add(
+                f"{where} has {x.shape[1]} channel(s) of {x.shape[2]}x{x.shape[3]}, but the dataset declares "
+                f"{declared}; make DatasetSpec(channels=..., size=...) say what its loader returns"
+            )
+        if y.is_floating_point() or y.dtype == torch.bool or y.ndim != 1:
+            problems.add(
+                f"{where} must have int64 labels shaped (N,), got {str(y.dtype).removeprefix('torch.')} "
+                f"of shape {tuple(y.shape)}"
+            )
+            continue
+        if x.shape[0] != y.shape[0]:
+            problems.add(f"{where} has {x.shape[0]} images but {y.shape[0]} labels")
+        low, high = int(y.min()), int(y.max())
         if low < 0 or high >= len(spec.classes):
             problems.add(
-                f"dataset '{spec.name}': split '{name}' has label {low if low < 0 else high}, outside its "
+                f"{where} has label {low if low < 0 else high}, outside its "
                 f"{len(spec.classes)} classes 0..{len(spec.classes) - 1}"
             )

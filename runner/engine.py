@@ -8,6 +8,7 @@ MLflow tracker, or memory), so each method gets all of this for free.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import threading
@@ -80,30 +81,32 @@ def fit(
     console: Console | None = None,
     resume: TrainState | None = None,
     owner: str = "",
+    stop: StopFlag | None = None,
 ) -> FitResult:
     """Run `method` to the end: setup, the run-start hook, the remaining epochs (train, evaluate,
     end of epoch), then summary metrics, figures and the logged model. The run's status goes to
     `sink` and the run-end hook whatever happens. Raises `RunInterrupted` after Ctrl-C or
     SIGTERM (a checkpoint saved), `RunFailed` when a loss is not finite or the method raises
-    (`owner` names the method and its plugin in that message)."""
+    (`owner` names the method and its plugin in that message). `stop` is a `StopFlag` the caller
+    put in place earlier (so a signal during its own work is not lost); fit makes its own else."""
     loop = _Loop(method, ctx, sink, hooks or NoHooks(), console or Console(), resume)
     status = "FAILED"
     clock = loop.clock
     try:
-        with clock("setup"):
-            loop.setup()
-        with (
-            _StopFlag(loop.console) as stop,
-            Reporter(loop.console, ctx.settings.epochs, ctx.steps_per_epoch, ctx.step) as report,
-        ):
-            while ctx.epoch < ctx.settings.epochs:
-                with clock("train"):
-                    loop.train_epoch(stop, report)
-                with clock("evaluate"):
-                    metrics = loop.evaluate_epoch()
-                loop.end_epoch(metrics, stop, report)
-        with clock("finish"):
-            loop.finish()
+        with contextlib.ExitStack() as stack:
+            stop = stop or stack.enter_context(StopFlag(loop.console))
+            with clock("setup"):
+                loop.setup()
+            with Reporter(loop.console, ctx.settings.epochs, ctx.steps_per_epoch, ctx.step) as report:
+                while ctx.epoch < ctx.settings.epochs:
+                    with clock("train"):
+                        loop.train_epoch(stop, report)
+                    with clock("evaluate"):
+                        metrics = loop.evaluate_epoch()
+                    loop.end_epoch(metrics, stop, report)
+            stop.finishing = True
+            with clock("finish"):
+                loop.finish()
         status = "FINISHED"
     except RunInterrupted as exc:
         status = "KILLED"
@@ -196,7 +199,7 @@ class _Loop:
         if ctx.dist.is_main:
             self.hooks.run_start(ctx)
 
-    def train_epoch(self, stop: _StopFlag, report: Reporter) -> None:
+    def train_epoch(self, stop: StopFlag, report: Reporter) -> None:
         method, ctx, s = self.method, self.ctx, self.ctx.settings
         for i in range(self.start_in_epoch, ctx.steps_per_epoch):
             batch = Batch({role: Labeled(*st.next()) for role, st in self.streams.items()})
@@ -227,7 +230,7 @@ class _Loop:
                 metrics.update(method.evaluate(ctx))
         return broadcast_object(metrics, ctx.dist)
 
-    def end_epoch(self, metrics: dict[str, float], stop: _StopFlag, report: Reporter) -> None:
+    def end_epoch(self, metrics: dict[str, float], stop: StopFlag, report: Reporter) -> None:
         ctx = self.ctx
         ctx.epoch += 1
         self.history.append(metrics)
@@ -241,6 +244,7 @@ class _Loop:
             for key, image in self.method.images(ctx).items():
                 self.sink.log_image(image, key, ctx.epoch)
             self.hooks.epoch_end(ctx, ctx.epoch, metrics)
+        stop.guard()
         stopping = stop.requested
         if ctx.dist.enabled:
             _, stopping = reduce_step({}, stopping, ctx.dist)
@@ -264,6 +268,8 @@ class _Loop:
             figures.update(method.figures(ctx))
             for name, fig in figures.items():
                 self.sink.log_figure(fig, f"figures/{name}")
+            for name, table in method.tables(ctx).items():
+                self.sink.log_text(json.dumps(table), f"tables/{name}.json")
             model = method.inference_model()
             if model is not None:
                 self.sink.log_model(model, method.inference_example(ctx))
@@ -319,17 +325,24 @@ class _Loop:
             ctx.scaler.load_state_dict(state.scaler)
 
 
-class _StopFlag:
-    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step; a second one aborts."""
+class StopFlag:
+    """First Ctrl-C (or SIGTERM) asks the loop to stop at the next step; a second one aborts.
+
+    `hw3 run` puts it in place as soon as it has planned the run, before loading data, so a
+    signal at any moment of a run stops it the same way (the step loop sees the request at its
+    next step, even the first); `guard` puts it back each epoch should a library have replaced it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, console: Console) -> None:
         self.requested = False
+        self.finishing = False  # the run's end: figures and the model are written, then it ends
         self.console = console
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopFlag:
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self.SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -337,11 +350,19 @@ class _StopFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
+    def guard(self) -> None:
+        for sig in self._old:
+            if signal.getsignal(sig) != self._handle:
+                signal.signal(sig, self._handle)
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.console.print("[yellow]stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
+        if self.finishing:
+            self.console.print("[yellow]finishing: writing the figures and the model (Ctrl-C again to abort)")
+        else:
+            self.console.print("[yellow]stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
 def _modules(method: Method) -> list[torch.nn.Module]:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from runner.context import Batch, RunContext
+    from runner.settings import RunSettings
 
 KINDS = ("adapt", "generate")
 C = TypeVar("C")
@@ -47,6 +48,9 @@ class Method(ABC, Generic[C]):
     description: ClassVar[str] = ""
     label: ClassVar[str] = ""  # the name tables show (default: `name`), such as "DANN"
     report_order: ClassVar[int] = 100  # `ReportRow.order` of the default report row
+    # Run settings this method starts from, such as {"epochs": 30}: above hw3's [defaults], below
+    # registry.toml's [methods.NAME], a preset and --set. `hw3 show` names them as their origin.
+    run_defaults: ClassVar[dict[str, Any]] = {}
     Config: ClassVar[type] = NoConfig
     primary_metric: ClassVar[str] = "target_acc"  # the figure `hw3 run` ends with
     # Metrics a parent run (`--seeds`, `hw3 sweep`) reports as mean and std, beside the primary
@@ -69,6 +73,11 @@ class Method(ABC, Generic[C]):
         says True (as only the target-only baseline does).
         """
         return {"source": True, "target": False} if self.kind == "adapt" else {"data": True}
+
+    @classmethod
+    def check_config(cls, config: Any, settings: RunSettings) -> None:
+        """Refuse a combination of values no single `option()` range can, such as a stage longer
+        than the run: raise `ConfigError` with one line. Called before any work starts."""
 
     @classmethod
     def report_note(cls, metrics: dict[str, float]) -> str:
@@ -97,6 +106,11 @@ class Method(ABC, Generic[C]):
 
     def figures(self, ctx: RunContext) -> dict[str, Figure]:
         """Figures at the end of a run, keyed by file name (logged under `figures/`)."""
+        return {}
+
+    def tables(self, ctx: RunContext) -> dict[str, dict[str, Any]]:
+        """Tables at the end of a run, keyed by name: {"columns": [...], "data": [[...], ...]}, logged
+        as `tables/NAME.json` (MLflow's table layout), such as per-class accuracy by epoch."""
         return {}
 
     def images(self, ctx: RunContext) -> dict[str, Any]:
@@ -142,5 +156,8 @@ def check_method_class(obj: Any) -> str:
         return f"method '{name}': Config must be a dataclass"
     clash = {f.name for f in dataclasses.fields(obj.Config)} & RUN_KEYS
     if clash:
-        return f"method '{name}': Config redefines run settings {sorted(clash)}; set their defaults in registry.toml"
+        return f"method '{name}': Config redefines run settings {sorted(clash)}; give their defaults in run_defaults"
+    unknown = set(getattr(obj, "run_defaults", {})) - RUN_KEYS
+    if unknown:
+        return f"method '{name}': run_defaults has {sorted(unknown)}, which are not run settings (see hw3 show)"
     return ""

@@ -68,6 +68,8 @@ class PluginManager:
         self.pm = pluggy.PluginManager("hw3")
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        self.skipped: list[str] = []  # third-party plugins HW3_LOAD_PLUGINS left out, as "name (package)"
+        self.unmatched: list[str] = []  # HW3_LOAD_PLUGINS entries that name no installed plugin
         self._methods: dict[str, Registered] | None = None
         self._datasets: dict[str, Registered] | None = None
 
@@ -76,6 +78,7 @@ class PluginManager:
         wanted = _load_filter()
         builtins, third = [], []
         seen: set[tuple[str, str]] = set()
+        matched: set[str] = set()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if (ep.name, ep.value) in seen:  # editable installs can list a dist twice
                 continue
@@ -87,6 +90,11 @@ class PluginManager:
                 builtins.append((ep, package, version))
             elif wanted is None or ep.name in wanted or _norm(package) in wanted:
                 third.append((ep, package, version))
+                matched |= {ep.name, _norm(package)}
+            else:
+                self.skipped.append(f"{ep.name} ({package})")
+        if wanted:
+            self.unmatched = sorted(w for w in wanted if w not in matched and _norm(w) not in matched)
         if not builtins:  # hw3 itself is not installed (run from a bare source tree): say so, once
             self._record(
                 PluginInfo(
@@ -235,8 +243,21 @@ class PluginManager:
     def method(self, name: str) -> type:
         methods = self.methods()
         if name not in methods:
-            raise Hw3Error(f"unknown method '{name}'{choices_hint(name, list(methods))}")
+            raise Hw3Error(f"unknown method '{name}'{choices_hint(name, list(methods))}{self._why_missing()}")
         return methods[name].obj
+
+    def _why_missing(self) -> str:
+        """What a user asking for a name that is not there may not know: plugins left out by
+        HW3_LOAD_PLUGINS, and plugins that failed to load."""
+        notes = []
+        if self.skipped:
+            notes.append(
+                f"HW3_LOAD_PLUGINS={os.environ.get('HW3_LOAD_PLUGINS', '')!r} left out {', '.join(self.skipped)}"
+            )
+        broken = [f"{i.name} ({i.package})" for i in self.infos.values() if i.errors]
+        if broken:
+            notes.append(f"not loaded because of errors: {', '.join(broken)} (hw3 plugins says why)")
+        return "; " + "; ".join(notes) if notes else ""
 
     def dataset(self, name: str) -> DatasetSpec:
         datasets = self.datasets()
@@ -249,7 +270,7 @@ class PluginManager:
         finally:
             _answers.reset(token)
         if spec is None:
-            raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}")
+            raise Hw3Error(f"unknown dataset '{name}'{choices_hint(name, list(datasets))}{self._why_missing()}")
         plugin = answers[-1] if answers else "?"  # firstresult: the last to answer is the one that won
         datasets[name] = Registered(spec, plugin, self.package_of(plugin))
         return spec
@@ -287,7 +308,9 @@ class PluginManager:
     def problems(self) -> list[str]:
         """One line per plugin error, for warnings on stderr."""
         self.methods(), self.datasets()
-        return [f"plugin '{i.name}' ({i.package}): {e}" for i in self.infos.values() for e in i.errors]
+        lines = [f"plugin '{i.name}' ({i.package}): {e}" for i in self.infos.values() for e in i.errors]
+        lines += [f"HW3_LOAD_PLUGINS names '{w}', which is no installed plugin or package" for w in self.unmatched]
+        return lines
 
 
 def api_problem(wanted: Any) -> str:

@@ -17,12 +17,15 @@ from rich.progress import (
 
 
 def fmt_metrics(metrics: dict[str, float], skip_nested: bool = True) -> str:
-    """`loss 0.123  target_acc 91.2%`: accuracies as percentages, per-class keys left out."""
+    """`loss 0.123  target_acc 91.2%`: accuracies as percentages, per-class keys left out. Training
+    figures drop their `train/` prefix unless an evaluation figure has the same name (a DANN's
+    `domain_acc` on its training batches and on the test sets): then it stays."""
     parts = []
     for key, value in metrics.items():
-        if skip_nested and "/" in key.removeprefix("train/"):
+        bare = key.removeprefix("train/")
+        if skip_nested and "/" in bare:
             continue
-        name = key.removeprefix("train/")
+        name = key if bare != key and bare in metrics else bare
         parts.append(f"{name} {value:.1%}" if name.endswith("acc") else f"{name} {value:.4g}")
     return "  ".join(parts)
 

@@ -92,13 +92,30 @@ def order_rows(rows: dict[str, tuple[ReportRow, str]]) -> list[str]:
     return sorted(rows, key=lambda r: (rows[r][0].place, rows[r][0].order, known.get(rows[r][1], len(known)), r))
 
 
-def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[str] | None = None) -> Report:
-    """The table from the finished runs in hw3-* experiments (only `run_ids` when given)."""
-    from runner.tracking import Tracker
+# Params that say how a run was computed or logged, not what was trained: runs differing only
+# in these share a cell.
+NOT_SETTINGS = {
+    "seed", "device", "threads", "precision", "channels_last", "compile", "eval_batch_size", "log_every",
+    "checkpoint_dir", "tsne_points", "hw3.checkpoint_dir", "method", "pair", "dataset",
+}  # fmt: skip
+
+
+def build(
+    protocol: str = "last",
+    pairs: list[str] | None = None,
+    run_ids: set[str] | None = None,
+    filters: list[tuple[str, str]] | None = None,
+) -> Report:
+    """The table from the finished runs in hw3-* experiments (only `run_ids` when given, only runs
+    whose params match every `filters` KEY=VALUE). Runs of one row and pair that differ in a
+    setting (not in seed or compute) are never averaged together: the row splits, each part
+    labelled by the settings that tell them apart."""
+    from runner.tracking import Tracker, reap_orphans
 
     if protocol not in PROTOCOLS:
         raise Hw3Error(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     tracker = Tracker()
+    reap_orphans(tracker)  # a run whose process died is KILLED, not a result
     client = tracker.client
     metric = f"selected/{protocol}/target_acc"
     experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("hw3-")]
@@ -108,28 +125,46 @@ def build(protocol: str = "last", pairs: list[str] | None = None, run_ids: set[s
         experiments, filter_string="attributes.status = 'FINISHED'", max_results=5000,
         order_by=["attributes.start_time DESC"],
     )  # fmt: skip
-    cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
+    found: dict[tuple[str, str], list[tuple[Any, dict[str, str], float]]] = defaultdict(list)
     places: dict[str, tuple[ReportRow, str]] = {}
     for run in runs:
-        pair, found = run.data.tags.get("pair"), row_of(run)
-        if not pair or not found or run.data.tags.get("hw3.parent") == "true":
+        pair, row = run.data.tags.get("pair"), row_of(run)
+        if not pair or not row or run.data.tags.get("hw3.parent") == "true":
             continue
-        row = found.label
-        places[row] = (found, run.data.tags.get("method", ""))
         if run.data.tags.get("hw3.sweep.child") == "true" or (run_ids is not None and run.info.run_id not in run_ids):
             continue  # tuning runs are not results; a suite's report shows its own runs
-        if pairs and pair not in pairs:
+        if (pairs and pair not in pairs) or any(run.data.params.get(k) != v for k, v in filters or []):
             continue
         value = run.data.metrics.get(metric, run.data.metrics.get("target_acc") if protocol == "last" else None)
         if value is None:
             continue
-        cell = cells[(row, pair)]
-        cell.values.append(value)
-        cell.runs.append(run.info.run_id)
-        cell.latest = cell.latest or run
+        settings = {k: v for k, v in run.data.params.items() if k not in NOT_SETTINGS}
+        found[(row.label, pair)].append((run, settings, value))
+        places[row.label] = (row, run.data.tags.get("method", ""))
+    cells: dict[tuple[str, str], Cell] = {}
+    labels: dict[str, tuple[ReportRow, str]] = {}
+    for (label, pair), members in found.items():
+        for suffix, group in _split_by_settings(members).items():
+            cell = cells.setdefault((label + suffix, pair), Cell())
+            labels[label + suffix] = places[label]
+            for run, _, value in group:
+                cell.values.append(value)
+                cell.runs.append(run.info.run_id)
+                cell.latest = cell.latest or run
     found_pairs = sorted({p for _, p in cells})
-    rows = order_rows({r: places[r] for r, _ in cells})
-    return Report(protocol, pairs or found_pairs, rows, dict(cells), tracker.uri)
+    return Report(protocol, pairs or found_pairs, order_rows(labels), cells, tracker.uri)
+
+
+def _split_by_settings(members: list[tuple[Any, dict[str, str], float]]) -> dict[str, list]:
+    """The runs of one cell grouped by their settings: {" [lr=0.01]": [...], ...}, or {"": all}."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for member in members:
+        groups[tuple(sorted(member[1].items()))].append(member)
+    if len(groups) == 1:
+        return {"": members}
+    keys = sorted({k for g in groups for k, _ in g})
+    differ = [k for k in keys if len({dict(g).get(k) for g in groups}) > 1]
+    return {" [" + ", ".join(f"{k}={dict(g).get(k)}" for k in differ) + "]": runs for g, runs in groups.items()}
 
 
 def rich_table(report: Report) -> Any:

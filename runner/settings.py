@@ -81,6 +81,9 @@ class RunSettings:
     compile: bool = option(False, "torch.compile each network (for GPUs; the first steps are slow while it compiles)")
     image_size: int = option(0, "side both domains are resized to; 0 keeps the first dataset's size", ge=0)
     channels: int = option(0, "channels both domains are converted to (1 or 3); 0 takes the largest")
+    val_fraction: float = option(
+        0.1, "share of each training split held out for validation, stratified by class (never trained on)", ge=0, lt=1
+    )
     train_subset: int = option(0, "train on only this many images per domain (0: all); quick checks", ge=0)
     test_subset: int = option(0, "evaluate on only this many test images per domain (0: all)", ge=0)
     eval_batch_size: int = option(1000, "batch size for evaluation", ge=1)

@@ -60,7 +60,10 @@ def presets_table(registry: Registry) -> Table:
     for col in ("preset", "description", "settings"):
         t.add_column(col, no_wrap=col in KEY_COLUMNS)
     for name, table in registry.presets.items():
-        settings = ", ".join(f"{k}={v}" for k, v in table.items() if k != "description")
+        settings = ", ".join(f"{k}={v}" for k, v in table.items() if k not in ("description", "methods"))
+        per_method = ", ".join(sorted(table.get("methods", {})))
+        if per_method:
+            settings = (settings + "; " if settings else "") + f"per method: {per_method} (hw3 show M --preset {name})"
         t.add_row(f"[bold]{name}", table.get("description", ""), settings)
     return t
 
@@ -86,18 +89,19 @@ def plugins_table(manager: PluginManager) -> Table:
     return t
 
 
-def config_table(method_cls: type, resolved: ResolvedConfig) -> Table:
+def config_table(method_cls: type, resolved: ResolvedConfig, without: ResolvedConfig | None = None) -> Table:
+    """Every config key with its value and origin; given `without` (the config without a preset or
+    --set), a column shows what each value would otherwise be, where it differs."""
     t = Table(title=f"{method_cls.name}: config keys (--set KEY=VALUE)", title_justify="left")
-    for col in ("key", "type", "value", "from", "help"):
+    columns = ("key", "type", "value", "from", *(("instead of",) if without else ()), "help")
+    for col in columns:
         t.add_column(col, no_wrap=col in KEY_COLUMNS)
     values = resolved.flat()
+    others = without.flat() if without else {}
     for key, (typ, field, section) in config_fields(method_cls).items():
         style = "bold" if section == "method" else ""
-        t.add_row(
-            f"[{style}]{key}" if style else key,
-            type_name(typ),
-            repr(values[key]),
-            resolved.origins.get(key, ""),
-            field.metadata.get("help", ""),
-        )
+        row = [f"[{style}]{key}" if style else key, type_name(typ), repr(values[key]), resolved.origins.get(key, "")]
+        if without:
+            row.append(repr(others[key]) if others[key] != values[key] else "")
+        t.add_row(*row, field.metadata.get("help", ""))
     return t

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+WEIGHTS = "weights"  # a run's artifact folder of plain model weights (state.pt) and how to rebuild them (spec.json)
 CHECKPOINT_TAG = "hw3.checkpoint"
+PROCESS_TAG = "hw3.process"  # PID@HOST:START of the process training the run
 
 
 def tracking_uri() -> str:
@@ -70,6 +73,32 @@ def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 PROBE_TIMEOUT_S = 5.0
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
+def check_scheme(uri: str) -> None:
+    """A tracking URI MLflow can keep runs in, or one line saying which work."""
+    if "://" not in uri and not uri.startswith(("file:", "databricks")):
+        return  # a folder
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise Hw3Error(
+            f"MLFLOW_TRACKING_URI={uri}: '{scheme}' is not a tracking store; use sqlite:///path/mlflow.db, "
+            "http(s)://HOST:PORT (an MLflow server), a folder path, or a database URI (postgresql://, mysql://)"
+        )
+
+
+def _why(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _fix(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if isinstance(exc, PermissionError) or "readonly" in text or "read-only" in text or "permission" in text:
+        return "; hw3 needs to write there: run in a folder you can write, or point MLFLOW_TRACKING_URI elsewhere"
+    return ""
 
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
@@ -111,21 +140,32 @@ class Tracker:
 
     def __init__(self, uri: str | None = None) -> None:
         _quiet()
+        self.uri = uri or tracking_uri()
+        check_scheme(self.uri)
+        check_reachable(self.uri)
         import mlflow
         from mlflow import MlflowClient
 
-        self.uri = uri or tracking_uri()
-        check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.run_id = ""
-        with _store_lock(self.uri):
+        try:
             # Opening a SQLite store creates or migrates it; two processes doing that at once
             # corrupt each other's migration, so they take turns.
-            try:
+            with _store_lock(self.uri):
                 self.client = MlflowClient(self.uri)
                 self.client.search_experiments(max_results=1)
-            except Exception as exc:
-                raise Hw3Error(f"cannot open the MLflow store {self.uri}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:
+            raise Hw3Error(f"cannot open the MLflow store {self.uri}: {_why(exc)}{_fix(exc)}") from None
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A store call, retried while SQLite is locked; a failure is one line naming the store."""
+        try:
+            return _retry(fn, *args, **kwargs)
+        except Hw3Error:
+            raise
+        except Exception as exc:
+            what = getattr(fn, "__name__", "a write").replace("_", " ")
+            raise Hw3Error(f"MLflow store {self.uri}: {what} failed: {_why(exc)}{_fix(exc)}") from None
 
     def find_run(self, run_id: str, what: str = "--resume") -> Any:
         from mlflow.exceptions import MlflowException
@@ -150,33 +190,35 @@ class Tracker:
 
         try:
             exp = _retry(self.client.get_experiment_by_name, experiment)
-            exp_id = exp.experiment_id if exp else _retry(self.client.create_experiment, experiment)
+            # Training runs, not the GenAI view MLflow 3's UI opens new experiments in.
+            kind = {EXPERIMENT_KIND_TAG: "custom_model_development"}
+            exp_id = exp.experiment_id if exp else _retry(self.client.create_experiment, experiment, tags=kind)
         except MlflowException as exc:
             if "already exists" not in str(exc):  # another process created it a moment ago
                 raise Hw3Error(f"MLflow at {self.uri}: {str(exc).splitlines()[0]}") from None
             exp_id = self.client.get_experiment_by_name(experiment).experiment_id
         except Exception as exc:
             raise Hw3Error(f"cannot reach the MLflow store {self.uri}: {str(exc).splitlines()[0]}") from None
-        run = _retry(self.client.create_run, exp_id, run_name=run_name, tags=tags)
+        run = self._call(self.client.create_run, exp_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         return self.run_id
 
     def reopen(self, run_id: str) -> None:
         self.run_id = run_id
-        _retry(self.client.update_run, run_id, status="RUNNING")
+        self._call(self.client.update_run, run_id, status="RUNNING")
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:500]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            _retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
+            self._call(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
-        _retry(self.client.log_batch, self.run_id, tags=items)
+        self._call(self.client.log_batch, self.run_id, tags=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -184,23 +226,23 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
-            _retry(self.client.log_batch, self.run_id, metrics=items[i : i + 1000])
+            self._call(self.client.log_batch, self.run_id, metrics=items[i : i + 1000])
 
     def log_dict(self, data: dict[str, Any], path: str) -> None:
-        _retry(self.client.log_text, self.run_id, json.dumps(data, indent=2, default=str), path)
+        self._call(self.client.log_text, self.run_id, json.dumps(data, indent=2, default=str), path)
 
     def log_text(self, text: str, path: str) -> None:
-        _retry(self.client.log_text, self.run_id, text, path)
+        self._call(self.client.log_text, self.run_id, text, path)
 
     def log_figure(self, fig: Figure, path: str) -> None:
         from runner.sinks import close_figure
 
-        _retry(self.client.log_figure, self.run_id, fig, path)
+        self._call(self.client.log_figure, self.run_id, fig, path)
         close_figure(fig)
 
     def log_image(self, image: Any, key: str, step: int) -> None:
         """One picture of a step-indexed series (the MLflow UI shows it with a step slider)."""
-        _retry(self.client.log_image, self.run_id, image, key=key, step=step)
+        self._call(self.client.log_image, self.run_id, image, key=key, step=step)
 
     def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         """The trained network as an MLflow PyTorch model (`runs:/<id>/model`) that loads back."""
@@ -208,6 +250,12 @@ class Tracker:
         import torch
 
         model = _plain_copy(model)
+        spec = getattr(model, "hw3_spec", None)
+        if spec:  # what hw3's own commands load: plain weights, read without running code
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(tmp) / "state.pt")
+                (Path(tmp) / "spec.json").write_text(json.dumps(spec, indent=2))
+                self._call(self.client.log_artifacts, self.run_id, tmp, WEIGHTS)
         buf = io.StringIO()  # mlflow prints signature warnings; keep the terminal clean
         # Redirect outside the run: ending it prints a "View run" link for a server, and end() prints one too.
         with _redirect(buf), mlflow.start_run(run_id=self.run_id):
@@ -222,13 +270,44 @@ class Tracker:
             )
 
     def end(self, status: str) -> None:
-        _retry(self.client.set_terminated, self.run_id, status=status)
+        self._call(self.client.set_terminated, self.run_id, status=status)
 
-    def load_model(self, run_id: str) -> torch.nn.Module:
-        """The network a finished run logged (`runs:/<id>/model`), on the CPU in eval mode."""
+    def load_model(self, run_id: str, rebuild: Callable[[dict], torch.nn.Module] | None = None) -> torch.nn.Module:
+        """The network a finished run logged, on the CPU in eval mode: rebuilt by `rebuild` from its
+        `weights/spec.json` and loaded from its `weights/state.pt` (plain tensors: nothing in the
+        store runs as code). A run without those files (one made before hw3 0.2, or a third-party
+        model) has only MLflow's pickled model, which runs code from the store as it loads: it is
+        read only when HW3_TRUST_PICKLES=1 says the store is trusted."""
         import mlflow
+        import torch
 
-        self.find_run(run_id, "run")  # a clear error for an unknown run
+        run = self.find_run(run_id, "run")  # a clear error for an unknown run
+        status, method = run.info.status, run.data.tags.get("method", "METHOD")
+        if status != "FINISHED":
+            why = {
+                "KILLED": f"it was interrupted and has no model yet; finish it with hw3 run {method} --resume {run_id}",
+                "FAILED": "it failed before it logged a model; its error.txt says why",
+                "RUNNING": "it is still training (or its process ended without saying so); wait for it to finish",
+            }.get(status, "it has no model")
+            raise Hw3Error(f"run {run_id} is {status}: {why}")
+        if rebuild is not None:
+            try:
+                spec_file = self.client.download_artifacts(run_id, f"{WEIGHTS}/spec.json")
+                state_file = self.client.download_artifacts(run_id, f"{WEIGHTS}/state.pt")
+            except Exception:
+                spec_file = state_file = None
+            if spec_file and state_file:
+                try:
+                    model = rebuild(json.loads(Path(spec_file).read_text()))
+                    model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
+                except Exception as exc:
+                    raise Hw3Error(f"run {run_id}: its weights do not load ({_why(exc)})") from None
+                return model.eval()
+        if os.environ.get("HW3_TRUST_PICKLES") != "1":
+            raise Hw3Error(
+                f"run {run_id} logged only a pickled model (hw3 before 0.2, or a plugin's own model); loading it "
+                "runs code from the tracking store: set HW3_TRUST_PICKLES=1 if you trust everyone who can write there"
+            )
         try:
             model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
         except Exception as exc:
@@ -248,6 +327,35 @@ def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:
     finally:
         for m, impl in compiled.items():
             m._compiled_call_impl = impl
+
+
+def reap_orphans(tracker: Tracker, console: Any = None) -> list[str]:
+    """Mark KILLED every RUNNING run of this host whose process has gone (`kill -9`, a power cut):
+    MLflow would show it running forever. Says so once per run: afterwards it is not RUNNING."""
+    from runner.checkpoint import process_alive
+
+    try:
+        experiments = [e.experiment_id for e in tracker.client.search_experiments()]
+        runs = tracker.client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000)
+    except Exception:
+        return []  # a store that cannot be searched has nothing to tidy; the command's own work reports it
+    reaped = []
+    for run in runs:
+        tag = run.data.tags.get(PROCESS_TAG)
+        if tag and process_alive(tag) is False:
+            try:
+                tracker.client.set_terminated(run.info.run_id, status="KILLED")
+            except Exception:
+                continue
+            reaped.append(run.info.run_id)
+            if console is not None:
+                method = run.data.tags.get("method", "METHOD")
+                console.print(
+                    f"[yellow]run {run.info.run_id} was RUNNING but its process ({tag}) is gone: marked KILLED; "
+                    f"resume it with hw3 run {method} --resume {run.info.run_id}",
+                    highlight=False,
+                )
+    return reaped
 
 
 def version_tags() -> dict[str, str]:

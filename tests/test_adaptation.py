@@ -44,17 +44,18 @@ def test_dann_paper_schedules() -> None:
 
 
 def test_selection_reports_each_protocol_with_its_epoch() -> None:
-    history = [
-        {"target_acc": 0.50, "source_acc": 0.90, "target_im": 1.0},
-        {"target_acc": 0.70, "source_acc": 0.95, "target_im": 1.2},  # best on source
-        {"target_acc": 0.80, "source_acc": 0.93, "target_im": 1.5},  # best on IM and oracle
-        {"target_acc": 0.60, "source_acc": 0.92, "target_im": 1.1},
+    history = [  # each protocol reads validation metrics; the test accuracy is only reported
+        {"target_acc": 0.50, "source_val_acc": 0.90, "target_im": 1.0, "target_val_acc": 0.55},
+        {"target_acc": 0.70, "source_val_acc": 0.95, "target_im": 1.2, "target_val_acc": 0.60},  # best on source
+        {"target_acc": 0.80, "source_val_acc": 0.93, "target_im": 1.5, "target_val_acc": 0.65},  # best on IM
+        {"target_acc": 0.60, "source_val_acc": 0.92, "target_im": 1.1, "target_val_acc": 0.70},  # best target val
     ]
     out = select(history)
     assert out["selected/last/target_acc"] == 0.60 and out["selected/last/epoch"] == 4
     assert out["selected/source_val/target_acc"] == 0.70 and out["selected/source_val/epoch"] == 2
     assert out["selected/im/target_acc"] == 0.80 and out["selected/im/epoch"] == 3
-    assert out["selected/oracle/target_acc"] == 0.80
+    assert out["selected/target_val/target_acc"] == 0.60 and out["selected/target_val/epoch"] == 4
+    assert not any("oracle" in key for key in out)  # no protocol chooses by the test labels
     assert select([]) == {}
 
 
@@ -89,7 +90,9 @@ def test_dann_run_logs_shared_metrics_protocols_and_tsne(client) -> None:
         "step/loss/domain",
         "selected/source_val/target_acc",
         "selected/im/epoch",
-        "selected/oracle/target_acc",
+        "selected/target_val/target_acc",
+        "source_val_acc",
+        "target_val_acc",
         "train/lambda",
     ):
         assert key in metrics, key
@@ -177,10 +180,20 @@ def test_adda_can_start_from_a_finished_baseline_run(client) -> None:
 def test_adda_config_errors_are_one_line() -> None:
     from runner.errors import Hw3Error
 
-    with pytest.raises(Hw3Error, match="leaves no epoch of adaptation"):
+    with pytest.raises(Hw3Error, match="leaves no step of adaptation"):
         quiet(RunRequest("adda", overrides=[*SMALL, ("epochs", "2"), ("pretrain_epochs", "2")]))
     with pytest.raises(Hw3Error, match="source_run=nosuch: no logged model"):
         quiet(RunRequest("adda", overrides=[*SMALL, ("epochs", "1"), ("source_run", "nosuch")]))
+
+
+def test_a_one_epoch_adda_pretrains_for_half_its_steps_then_adapts(client) -> None:
+    Spy.seen.clear()
+    with registered(MethodsPlugin(Spy), name="spy"):
+        result = quiet(RunRequest("adda-spy", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")]))
+    assert result.status == "FINISHED" and Spy.seen["method"].adapting
+    assert Spy.seen["method"].pretrain_steps == result.steps // 2
+    quick = quiet(RunRequest("adda", preset="quick", overrides=[("test_subset", "200"), ("tsne_points", "0")]))
+    assert quick.status == "FINISHED"
 
 
 def test_seeds_make_child_runs_under_a_parent_with_mean_and_std(client) -> None:
@@ -226,7 +239,7 @@ def test_report_builds_the_table_from_runs_and_writes_markdown(tmp_path, monkeyp
     assert rows["DANN"].endswith("(1 run)")
     assert runs["dann"].run_id in text
     assert (tmp_path / "rep" / "mnist-mnistm_dann_tsne_domain.png").exists()
-    result = CliRunner().invoke(app, ["report", "--protocol", "oracle", "--out", str(tmp_path / "rep2")])
+    result = CliRunner().invoke(app, ["report", "--protocol", "target_val", "--out", str(tmp_path / "rep2")])
     assert result.exit_code == 0 and "uses target labels" in (tmp_path / "rep2" / "report.md").read_text()
     assert CliRunner().invoke(app, ["report", "--protocol", "best"]).exit_code == 1
 

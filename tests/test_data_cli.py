@@ -52,7 +52,9 @@ def test_data_list_names_every_builtin_dataset() -> None:
 def test_data_check_reports_counts_and_every_problem(course_svhn: Path) -> None:
     result = runner.invoke(app, ["data", "check", "svhn", "--data-root", str(course_svhn)])
     assert result.exit_code == 0, result.output
-    assert "course folder" in result.stdout and "300" in result.stdout and "no problems found" in result.stdout
+    assert "course folder" in result.stdout and "no problems found" in result.stdout
+    # 300 training images: a stratified 10% is held out for validation
+    assert "270" in result.stdout and "val (10% of train, held out)" in result.stdout and "3, 1: 3" in result.stdout
     (course_svhn / "svhn" / "train" / "00007.png").write_bytes(b"junk")
     with open(course_svhn / "svhn" / "test.csv", "a") as fh:
         fh.write("00001.png,11\n")

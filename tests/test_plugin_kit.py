@@ -181,7 +181,7 @@ def test_new_plugin_refuses_an_existing_folder_and_writes_a_lint_clean_package(t
     pyproject = (root / "pyproject.toml").read_text()
     assert 'name = "hw3-my-method"' in pyproject and 'my-method = "hw3_my_method.plugin"' in pyproject
     assert "{{" not in "".join(p.read_text() for p in root.rglob("*") if p.is_file())
-    assert "class MyMethod(AdaptMethod)" in (root / "hw3_my_method" / "method.py").read_text()
+    assert "class MyMethod(AdaptMethod[MyMethodConfig])" in (root / "hw3_my_method" / "method.py").read_text()
     ruff = Path(sys.executable).with_name("ruff")
     if ruff.exists():  # the generated package passes its own lint settings
         for cmd in (["check", "."], ["format", "--check", "."]):

@@ -20,6 +20,7 @@ def course_or_files(
     files: dict[str, str],
     read: Callable[[Path], Split],
     download: Callable[[DataContext], None],
+    size_varies: bool = False,
 ) -> DatasetSpec:
     """A spec reading `name/` in the course layout, else torchvision's per-split `files` (looked
     for in `name/` and the data root), read by `read`."""
@@ -61,4 +62,5 @@ def course_or_files(
         offline=lambda ctx: course_folder(ctx.root, name) is not None or found(ctx) is not None,
         origin=origin,
         download=download,
+        size_varies=size_varies,
     )

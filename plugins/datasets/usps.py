@@ -21,6 +21,7 @@ USPS = course_or_files(
     description="USPS handwritten digits, 16x16 grey (course folder or torchvision .bz2 files)",
     channels=1,
     size=16,
+    size_varies=True,  # the course folder holds 28-px images
     files={"train": "usps.bz2", "test": "usps.t.bz2"},
     read=read_usps_bz2,
     download=download,

@@ -20,18 +20,19 @@ from runner.generate import GanConfig, GenerativeMethod
 @dataclass
 class AcganConfig(GanConfig):
     attribute: str = option("", "binary attribute to condition on, such as Smiling (empty: the dataset's label)")
-    aux_weight: float = option(1.0, "weight of the auxiliary classification losses")
+    aux_weight: float = option(1.0, "weight of the auxiliary classification losses", ge=0)
     # Off by default: trained on fakes too (the paper's loss), D's class head learns whatever code G
     # uses for a class, legible to D only: 66% vs 93% label accuracy by an independent classifier
     # on embedded mnist, 20 epochs, seed 0.
     aux_fake: bool = option(False, "also train D's class head on fakes, as the paper does (default: real images only)")
-    pairs: int = option(10, "noise vectors in the figure that shows one noise vector with each label")
+    pairs: int = option(10, "noise vectors in the figure that shows one noise vector with each label", ge=1)
 
 
 class Acgan(GenerativeMethod[AcganConfig]):
     name = "acgan"
     description = "auxiliary-classifier GAN conditioned on a class or a binary attribute (Odena et al. 2017)"
     Config = AcganConfig
+    run_defaults = {"epochs": 30}  # label accuracy, seed 0: 85% after 20 epochs, 91% after 30
     primary_metric = "quality/label_acc"
     summary_metrics = ("quality/fd", "quality/kid", "quality/classifier_acc")
     conditional = True

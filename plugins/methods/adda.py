@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from runner import hookimpl, option
 from runner.adapt import AdaptMethod, load_classifier
-from runner.errors import Hw3Error
+from runner.errors import ConfigError, Hw3Error
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,16 +30,23 @@ if TYPE_CHECKING:
 
 @dataclass
 class AddaConfig:
-    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
+    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
+        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
+    )
     batch_norm: bool = option(True, "batch norm in the encoders and classifier")
+    dropout: float = option(
+        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
+    )
     pretrain_epochs: int = option(
-        -1, "epochs of source training before adaptation (-1: half the run, at least 1; not with source_run)"
+        -1,
+        "epochs of source training before adaptation (-1: the first half of the run's steps; not with source_run)",
+        ge=-1,
     )
     source_run: str = option("", "a finished baseline run (MLflow run ID) whose model is the source network")
-    lr_source: float = option(1e-3, "Adam learning rate of source pretraining")
-    lr_target: float = option(2e-5, "Adam learning rate of the target encoder (the paper: 0.0002)")
-    lr_disc: float = option(2e-4, "Adam learning rate of the discriminator")
-    disc_hidden: int = option(500, "width of the discriminator's two hidden layers (the paper's 500)")
+    lr_source: float = option(1e-3, "Adam learning rate of source pretraining", gt=0)
+    lr_target: float = option(2e-5, "Adam learning rate of the target encoder (the paper: 0.0002)", gt=0)
+    lr_disc: float = option(2e-4, "Adam learning rate of the discriminator", gt=0)
+    disc_hidden: int = option(500, "width of the discriminator's two hidden layers (the paper's 500)", ge=1)
     lr_decay: bool = option(True, "cosine decay of each stage's learning rates to zero over that stage")
     align: Literal["features", "penultimate"] = option(
         "penultimate", "what the target encoder maps: the convolutional features, or the label head's last hidden layer"
@@ -55,18 +62,25 @@ class Adda(AdaptMethod[AddaConfig]):
     report_order = 20  # the report's rows: DANN, ADDA, then self-ensembling
     description = "adversarial discriminative domain adaptation (Tzeng et al. 2017)"
     Config = AddaConfig
+    run_defaults = {"epochs": 20}  # half of them source pretraining
+
+    @classmethod
+    def check_config(cls, config: AddaConfig, settings: Any) -> None:
+        if config.pretrain_epochs >= settings.epochs and not config.source_run:
+            raise ConfigError(
+                f"adda: pretrain_epochs={config.pretrain_epochs} leaves no step of adaptation out of "
+                f"epochs={settings.epochs}; raise --epochs or lower pretrain_epochs (-1: half the run)"
+            )
 
     def setup(self, ctx: Any) -> None:
         import torch
 
         c = self.config
-        self.pretrain_epochs = c.pretrain_epochs if c.pretrain_epochs >= 0 else max(1, ctx.settings.epochs // 2)
-        if self.pretrain_epochs >= ctx.settings.epochs and not c.source_run:
-            raise Hw3Error(
-                f"adda: pretrain_epochs={self.pretrain_epochs} leaves no epoch of adaptation out of "
-                f"epochs={ctx.settings.epochs}; raise --epochs (2 at least) or lower pretrain_epochs"
-            )
-        self.net = self.build_net(ctx, c.arch, c.batch_norm)  # source encoder + classifier
+        # The stage switch counts steps, so a one-epoch run pretrains for half of it, then adapts.
+        self.pretrain_steps = (
+            c.pretrain_epochs * ctx.steps_per_epoch if c.pretrain_epochs >= 0 else ctx.total_steps // 2
+        )
+        self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # source encoder + classifier
         if c.source_run:
             self.net.load_state_dict(_baseline_weights(c.source_run))
         self.target = copy.deepcopy(self.source_encoder)
@@ -103,6 +117,21 @@ class Adda(AdaptMethod[AddaConfig]):
 
         return Composed(self.target if self.adapting else self.source_encoder, self.last)
 
+    def inference_model(self) -> nn.Module:
+        """The target classifier as one `DigitClassifier` (the target encoder's layers, then the
+        source head's last), so it logs and loads back as plain weights."""
+        import copy
+
+        from runner.adapt import FromUnitRange
+
+        merged = copy.deepcopy(self.net)
+        if self.adapting and self.config.align == "features":
+            merged.features.load_state_dict(self.target.state_dict())
+        elif self.adapting:  # the target encoder is the features and the head's hidden layers
+            merged.features.load_state_dict(self.target[0].state_dict())
+            merged.head[:-1].load_state_dict(self.target[1].state_dict())
+        return FromUnitRange(merged).eval()
+
     def encoder(self, role: str) -> nn.Module:
         return self.target if role == "target" and self.adapting else self.source_encoder
 
@@ -114,7 +143,7 @@ class Adda(AdaptMethod[AddaConfig]):
         xt, _ = batch["target"]
         xs, xt = self.aug(xs), self.aug(xt)
         self.schedule(ctx)
-        if not self.adapting and ctx.epoch < self.pretrain_epochs:
+        if not self.adapting and ctx.step < self.pretrain_steps:
             with ctx.autocast():
                 logits = self.net(xs)
                 loss = F.cross_entropy(logits.float(), ys)
@@ -146,7 +175,7 @@ class Adda(AdaptMethod[AddaConfig]):
     def schedule(self, ctx: Any) -> None:
         """Set this step's learning rates: each stage decays its own from the configured value."""
         c = self.config
-        start = 0 if c.source_run else self.pretrain_epochs * ctx.steps_per_epoch
+        start = 0 if c.source_run else self.pretrain_steps
         pretraining = ctx.step < start
         first, length = (0, start) if pretraining else (start, ctx.total_steps - start)
         scale = 0.5 * (1 + math.cos(math.pi * (ctx.step - first) / max(length, 1))) if c.lr_decay else 1.0

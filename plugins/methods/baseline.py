@@ -16,11 +16,16 @@ from runner.adapt import AdaptMethod
 @dataclass
 class BaselineConfig:
     train_on: Literal["source", "target", "both"] = option("source", "domain(s) whose labels train the classifier")
-    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
+    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
+        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
+    )
     batch_norm: bool = option(True, "batch norm after each layer (false: the paper's exact layers)")
+    dropout: float = option(
+        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
+    )
     optimizer: Literal["adam", "sgd"] = option("adam", "adam, or sgd with momentum 0.9")
-    lr: float = option(1e-3, "learning rate")
-    weight_decay: float = option(5e-4, "L2 weight decay")
+    lr: float = option(1e-3, "learning rate", gt=0)
+    weight_decay: float = option(5e-4, "L2 weight decay", ge=0)
     lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
     augment: bool = option(
         True, "random affine, intensity and inversion augmentation of the training images (false: as the paper)"
@@ -31,6 +36,7 @@ class Baseline(AdaptMethod[BaselineConfig]):
     name = "baseline"
     description = "source-only / target-only / pooled classifier: the bounds for adaptation"
     Config = BaselineConfig
+    run_defaults = {"epochs": 10}
 
     def train_domains(self) -> dict[str, bool]:
         roles = ("source", "target") if self.config.train_on == "both" else (self.config.train_on,)
@@ -49,7 +55,7 @@ class Baseline(AdaptMethod[BaselineConfig]):
         from torch import nn
 
         c = self.config
-        self.net = self.build_net(ctx, c.arch, c.batch_norm)  # stays in train mode; evaluate() restores it
+        self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # stays in train mode; evaluate() restores it
         if c.optimizer == "adam":
             self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         else:

@@ -23,24 +23,35 @@ from runner.adapt import AdaptMethod
 
 @dataclass
 class DannConfig:
-    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
+    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
+        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
+    )
     batch_norm: bool = option(True, "batch norm in the feature extractor and label head")
+    dropout: float = option(
+        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
+    )
     optimizer: Literal["sgd", "adam"] = option("sgd", "sgd with momentum 0.9 (the paper), or adam")
-    lr: float = option(0.01, "initial learning rate mu_0")
+    lr: float = option(0.01, "initial learning rate mu_0", gt=0)
     lr_schedule: bool = option(True, "anneal the learning rate as mu_0 / (1 + 10 p)^0.75")
-    weight_decay: float = option(5e-4, "L2 weight decay")
-    grl_weight: float = option(1.0, "the largest gradient-reversal weight lambda")
+    weight_decay: float = option(5e-4, "L2 weight decay", ge=0)
+    grl_weight: float = option(1.0, "the largest gradient-reversal weight lambda", ge=0)
     grl_schedule: bool = option(True, "ramp lambda as 2 / (1 + exp(-10 p)) - 1 (false: constant)")
-    domain_weight: float = option(1.0, "weight of the domain loss in the total")
+    domain_weight: float = option(1.0, "weight of the domain loss in the total", ge=0)
     bn_mode: Literal["mixed", "separate"] = option(
         "separate", "batch-norm statistics from one joint source+target batch, or per domain"
     )
     disc_norm: Literal["bn", "dropout", "none"] = option("bn", "what follows each domain-classifier layer")
+    disc_batches: Literal["joint", "per_domain"] = option(
+        "joint",
+        "the domain classifier sees one source+target batch, or each domain's batch on its own (its batch norm "
+        "then cannot tell the domains apart by their means)",
+    )
     augment: bool = option(
         True, "random affine, intensity and inversion augmentation of both domains (false: as the paper)"
     )
+    augment_target: bool = option(True, "with augment, augment the target images too (false: the source only)")
     disc_hidden: int = option(
-        0, "domain classifier: 0 for the paper's (100, or 1024x2 for svhn), N for two layers of N"
+        0, "domain classifier: 0 for the paper's (100, or 1024x2 for svhn), N for two layers of N", ge=0
     )
     target_bn: bool = option(
         True, "test target images with batch-norm statistics of target training images (AdaBN), not the mixed ones"
@@ -61,6 +72,7 @@ class Dann(AdaptMethod[DannConfig]):
     report_order = 10  # the report's rows: DANN, ADDA, then self-ensembling
     description = "domain-adversarial neural network, gradient reversal (Ganin et al. 2016)"
     Config = DannConfig
+    run_defaults = {"epochs": 30}
 
     def setup(self, ctx: Any) -> None:
         import torch
@@ -68,7 +80,7 @@ class Dann(AdaptMethod[DannConfig]):
         from runner.adapt import domain_head
 
         c = self.config
-        self.net = self.build_net(ctx, c.arch, c.batch_norm)
+        self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)
         self.discriminator = ctx.prepare(domain_head(self.net.arch, self.net.feature_dim, c.disc_norm, c.disc_hidden))
         self.start_augmenting(ctx)
         params = [*self.net.parameters(), *self.discriminator.parameters()]
@@ -107,7 +119,9 @@ class Dann(AdaptMethod[DannConfig]):
                 group["lr"] = annealed_lr(c.lr, p)
         xs, ys = batch["source"]
         xt, _ = batch["target"]
-        xs, xt = self.aug(xs), self.aug(xt)
+        xs = self.aug(xs)
+        if c.augment_target:
+            xt = self.aug(xt)
         with ctx.autocast():
             if c.bn_mode == "mixed":
                 f = self.net.features(torch.cat([xs, xt]))
@@ -116,7 +130,10 @@ class Dann(AdaptMethod[DannConfig]):
                 fs, ft = self.net.features(xs), self.net.features(xt)
             logits = self.net.head(fs)
             cls_loss = F.cross_entropy(logits.float(), ys)
-            d = self.discriminator(grad_reverse(torch.cat([fs, ft]), lam)).flatten().float()
+            if c.disc_batches == "joint":
+                d = self.discriminator(grad_reverse(torch.cat([fs, ft]), lam)).flatten().float()
+            else:
+                d = torch.cat([self.discriminator(grad_reverse(f, lam)).flatten() for f in (fs, ft)]).float()
             d_true = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(d.device)
             dom_loss = F.binary_cross_entropy_with_logits(d, d_true)
             loss = cls_loss + c.domain_weight * dom_loss

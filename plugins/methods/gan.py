@@ -15,6 +15,7 @@ from runner.generate import GanConfig, GenerativeMethod
 class Gan(GenerativeMethod[GanConfig]):
     name = "gan"
     description = "DCGAN, the PyTorch tutorial's architecture at 64, 32 or 28 px (Radford et al. 2016)"
+    run_defaults = {"epochs": 20}
 
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch

@@ -19,16 +19,24 @@ from runner.adapt import AdaptMethod
 
 @dataclass
 class SelfEnsConfig:
-    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
-    batch_norm: bool = option(True, "batch norm in the network")
-    lr: float = option(1e-3, "Adam learning rate of the student")
-    weight_decay: float = option(0.0, "L2 weight decay")
-    ema: float = option(0.99, "teacher = ema * teacher + (1 - ema) * student, after every step")
-    consistency_weight: float = option(3.0, "weight of the student-teacher consistency on target images")
-    confidence: float = option(
-        0.9, "teacher confidence above which a target image counts (the paper's 0.968; 0.9 counts more here)"
+    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
+        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
     )
-    balance_weight: float = option(0.005, "weight of the class balance loss on target predictions")
+    batch_norm: bool = option(True, "batch norm in the network")
+    dropout: float = option(
+        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
+    )
+    lr: float = option(1e-3, "Adam learning rate of the student", gt=0)
+    weight_decay: float = option(0.0, "L2 weight decay", ge=0)
+    ema: float = option(0.99, "teacher = ema * teacher + (1 - ema) * student, after every step", ge=0, lt=1)
+    consistency_weight: float = option(3.0, "weight of the student-teacher consistency on target images", ge=0)
+    confidence: float = option(
+        0.9,
+        "teacher confidence above which a target image counts (the paper's 0.968; 0.9 counts more here)",
+        ge=0,
+        le=1,
+    )
+    balance_weight: float = option(0.005, "weight of the class balance loss on target predictions", ge=0)
     augment: bool = option(True, "random affine, intensity scale/offset/inversion and noise on both domains")
 
 
@@ -38,12 +46,13 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
     report_order = 30  # the report's rows: DANN, ADDA, then self-ensembling
     description = "self-ensembling mean teacher with confidence thresholding (French et al. 2018)"
     Config = SelfEnsConfig
+    run_defaults = {"epochs": 30}
 
     def setup(self, ctx: Any) -> None:
         import torch
 
         c = self.config
-        self.net = self.build_net(ctx, c.arch, c.batch_norm)  # the student
+        self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # the student
         self.teacher = copy.deepcopy(self.net)
         for p in self.teacher.parameters():
             p.requires_grad_(False)

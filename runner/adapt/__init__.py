@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         collect,
         confusion,
         information_maximization,
+        per_class_accuracy,
         proxy_a_distance,
     )
     from runner.adapt.features import FeatureModel, tsne
@@ -45,6 +46,7 @@ _HOMES = {
     "collect": "evaluation",
     "confusion": "evaluation",
     "information_maximization": "evaluation",
+    "per_class_accuracy": "evaluation",
     "proxy_a_distance": "evaluation",
     "FeatureModel": "features",
     "tsne": "features",
@@ -63,6 +65,7 @@ __all__ = [
     "grad_reverse",
     "information_maximization",
     "load_classifier",
+    "per_class_accuracy",
     "pick_arch",
     "proxy_a_distance",
     "tsne",

@@ -19,11 +19,13 @@ def confusion(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> torch.T
 
 
 def accuracy_metrics(cm: torch.Tensor, prefix: str) -> dict[str, float]:
-    """`{prefix}_acc` and `{prefix}_class_acc/<k>` from a confusion matrix."""
-    per_class = cm.diag().float() / cm.sum(1).clamp(min=1).float()
-    out = {f"{prefix}_acc": float(cm.diag().sum() / cm.sum().clamp(min=1))}
-    out.update({f"{prefix}_class_acc/{k}": float(v) for k, v in enumerate(per_class)})
-    return out
+    """`{prefix}_acc` from a confusion matrix (per-class accuracy: `per_class_accuracy`)."""
+    return {f"{prefix}_acc": float(cm.diag().sum() / cm.sum().clamp(min=1))}
+
+
+def per_class_accuracy(cm: torch.Tensor) -> list[float]:
+    """Each class's accuracy (recall) from a confusion matrix, true classes down."""
+    return (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
 
 
 @torch.no_grad()

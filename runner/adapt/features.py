@@ -79,9 +79,9 @@ def tsne(encoder: Callable[[str], torch.nn.Module], ctx: RunContext, title: str)
 def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
     """t-SNE of a finished adaptation run's model's features on its pair, logged to the run."""
     from runner.batches import batches
-    from runner.config import SavedConfig, load_registry, resolve
+    from runner.config import SavedConfig
     from runner.plugins import get_manager
-    from runner.run import load_domains
+    from runner.run import load_domains, resolve_with
     from runner.tracking import Tracker
 
     tracker = Tracker()
@@ -95,16 +95,14 @@ def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
     task = saved.task
     if not task.is_pair:
         raise Hw3Error(f"run {run_id} is not an adaptation run (it has no source:target pair)")
-    model = tracker.load_model(run_id)
+    from runner.adapt.networks import FromUnitRange
+
+    model = tracker.load_model(run_id, FromUnitRange.from_spec)
     if not isinstance(model, FeatureModel):
         raise Hw3Error(f"run {run_id}: its model has no embed() for features; it is not an hw3 classifier")
     manager = get_manager()
-    resolved = resolve(
-        manager.method(run.data.tags["method"]),
-        load_registry(),
-        task,
-        overrides=list(saved.values.items()),
-        dataset_options={n: set(manager.dataset(n).options) for n in task.datasets},
+    resolved = resolve_with(
+        manager, manager.method(run.data.tags["method"]), task, overrides=list(saved.values.items())
     )
     domains = load_domains(resolved, manager, data_root, torch.device("cpu"))
 

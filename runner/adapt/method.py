@@ -57,12 +57,15 @@ class AdaptMethod(Method[C]):
             self.aug_gen.set_state(state.pop("aug_gen"))
         super().load_state_dict(state)
 
-    def build_net(self, ctx: RunContext, arch: str, batch_norm: bool) -> DigitClassifier:
+    def build_net(self, ctx: RunContext, arch: str, batch_norm: bool, dropout: float = 0.0) -> DigitClassifier:
+        """The digit classifier for this run's images (`arch` "auto" picks by their size), on the
+        device; `dropout` drops channels of the last convolution's output while training."""
         from runner.adapt.networks import DigitClassifier, pick_arch
 
         src = ctx.domains["source"]
         channels, size = src.train.images.shape[1], src.train.images.shape[-1]
-        return ctx.prepare(DigitClassifier(pick_arch(arch, size), channels, size, len(src.classes), batch_norm))
+        net = DigitClassifier(pick_arch(arch, size), channels, size, len(src.classes), batch_norm, dropout)
+        return ctx.prepare(net)
 
     def classifier(self) -> DigitClassifier:
         """The network whose head labels images; its features encode both domains unless
@@ -103,7 +106,13 @@ class AdaptMethod(Method[C]):
             return self._evaluate(ctx)
 
     def _evaluate(self, ctx: RunContext) -> dict[str, float]:
-        from runner.adapt.evaluation import accuracy_metrics, collect, confusion, information_maximization
+        from runner.adapt.evaluation import (
+            accuracy_metrics,
+            collect,
+            confusion,
+            information_maximization,
+            per_class_accuracy,
+        )
 
         out: dict[str, float] = {}
         feats = {}
@@ -115,7 +124,16 @@ class AdaptMethod(Method[C]):
             cm = confusion(logits.argmax(1), dom.test.labels, len(dom.classes))
             ctx.extras[f"{role}_confusion"] = cm
             out.update(accuracy_metrics(cm, role))
-            if role == "target":
+            # One table row per class and epoch (tables/per_class_acc.json), not twenty metric series.
+            rows = ctx.extras.setdefault("per_class_acc", [])
+            rows += [[ctx.epoch + 1, role, c, a] for c, a in zip(dom.classes, per_class_accuracy(cm), strict=True)]
+            if dom.val is not None and len(dom.val):  # what selection reads: never the test split
+                val_logits = self.network(role).head(collect(self.encoder(role), dom.val, ctx).to(ctx.device))
+                val_logits = val_logits.float().cpu()
+                out[f"{role}_val_acc"] = float((val_logits.argmax(1) == dom.val.labels.cpu()).float().mean())
+                if role == "target":
+                    out["target_im"] = information_maximization(val_logits)
+            elif role == "target":
                 out["target_im"] = information_maximization(logits)
         disc = getattr(self, "discriminator", None)
         if disc is not None:
@@ -155,6 +173,10 @@ class AdaptMethod(Method[C]):
                 out.update(tsne(self.encoder, ctx, f"{self.name} on {ctx.task.label}"))
         return out
 
+    def tables(self, ctx: RunContext) -> dict[str, dict[str, Any]]:
+        rows = ctx.extras.get("per_class_acc", [])
+        return {"per_class_acc": {"columns": ["epoch", "domain", "class", "accuracy"], "data": rows}} if rows else {}
+
     def inference_model(self) -> torch.nn.Module:
         from runner.adapt.networks import FromUnitRange
 
@@ -163,10 +185,10 @@ class AdaptMethod(Method[C]):
 
 def load_classifier(run_id: str) -> DigitClassifier:
     """The digit classifier a finished adaptation run logged as its model (such as a baseline's)."""
-    from runner.adapt.networks import DigitClassifier
+    from runner.adapt.networks import DigitClassifier, FromUnitRange
     from runner.tracking import Tracker
 
-    net = getattr(Tracker().load_model(run_id), "net", None)
+    net = getattr(Tracker().load_model(run_id, FromUnitRange.from_spec), "net", None)
     if not isinstance(net, DigitClassifier):
         raise Hw3Error(f"run {run_id} did not log a digit classifier; give a finished baseline run")
     return net

@@ -21,26 +21,38 @@ def _bn1d(c: int, on: bool) -> nn.Module:
     return nn.BatchNorm1d(c) if on else nn.Identity()
 
 
-def features(arch: str, channels: int, batch_norm: bool = True) -> nn.Module:
+def _drop2d(p: float) -> nn.Module:
+    return nn.Dropout2d(p) if p > 0 else nn.Identity()
+
+
+def features(arch: str, channels: int, batch_norm: bool = True, dropout: float = 0.0) -> nn.Module:
+    """The convolutional feature extractor; `dropout` drops whole channels of the last convolution's
+    output (Dropout2d) while training."""
     relu = nn.ReLU
     if arch == "mnist":
         return nn.Sequential(
             nn.Conv2d(channels, 32, 5), _bn2d(32, batch_norm), relu(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 48, 5), _bn2d(48, batch_norm), relu(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 48, 5), _bn2d(48, batch_norm), _drop2d(dropout), relu(inplace=True), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )  # fmt: skip
+    if arch == "lenet":  # ADDA's digit encoder (Tzeng et al. 2017): LeNet's two convolutions
+        return nn.Sequential(
+            nn.Conv2d(channels, 20, 5), _bn2d(20, batch_norm), relu(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5), _bn2d(50, batch_norm), _drop2d(dropout), relu(inplace=True), nn.MaxPool2d(2),
             nn.Flatten(),
         )  # fmt: skip
     if arch == "svhn":
         return nn.Sequential(
             nn.Conv2d(channels, 64, 5, padding=2), _bn2d(64, batch_norm), relu(inplace=True), nn.MaxPool2d(3, 2),
             nn.Conv2d(64, 64, 5, padding=2), _bn2d(64, batch_norm), relu(inplace=True), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 128, 5, padding=2), _bn2d(128, batch_norm), relu(inplace=True),
+            nn.Conv2d(64, 128, 5, padding=2), _bn2d(128, batch_norm), _drop2d(dropout), relu(inplace=True),
             nn.Flatten(),
         )  # fmt: skip
     raise ValueError(f"unknown architecture {arch!r}")
 
 
 def label_head(arch: str, in_features: int, n_classes: int, batch_norm: bool = True) -> nn.Module:
-    hidden = (100, 100) if arch == "mnist" else (3072, 2048)
+    hidden = {"mnist": (100, 100), "lenet": (500,)}.get(arch, (3072, 2048))
     layers: list[nn.Module] = []
     for i, width in enumerate(hidden):
         if arch == "svhn" and i == 1:
@@ -56,7 +68,7 @@ def domain_head(arch: str, in_features: int, norm: str = "bn", hidden: int = 0) 
 
     `norm` is what follows each hidden layer: "bn", "dropout" (p = 0.5) or "none".
     """
-    widths = (hidden, hidden) if hidden else ((100,) if arch == "mnist" else (1024, 1024))
+    widths = (hidden, hidden) if hidden else {"mnist": (100,), "lenet": (500, 500)}.get(arch, (1024, 1024))
     layers: list[nn.Module] = []
     for width in widths:
         layers += [nn.Linear(in_features, width)]
@@ -82,10 +94,21 @@ def pick_arch(arch: str, image_size: int) -> str:
 class DigitClassifier(nn.Module):
     """A feature extractor and a label head; `features` is what adaptation aligns."""
 
-    def __init__(self, arch: str, channels: int, size: int, n_classes: int, batch_norm: bool = True) -> None:
+    def __init__(
+        self, arch: str, channels: int, size: int, n_classes: int, batch_norm: bool = True, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.arch = arch
-        self.features = features(arch, channels, batch_norm)
+        # What rebuilds this network from its state dict alone (a logged model's weights/spec.json).
+        self.spec = {
+            "arch": arch,
+            "channels": channels,
+            "size": size,
+            "n_classes": n_classes,
+            "batch_norm": batch_norm,
+            "dropout": dropout,
+        }
+        self.features = features(arch, channels, batch_norm, dropout)
         self.feature_dim = feature_size(self.features, channels, size)
         self.head = label_head(arch, self.feature_dim, n_classes, batch_norm)
         self.train()
@@ -109,9 +132,24 @@ class Composed(nn.Module):
 class FromUnitRange(nn.Module):
     """Takes images in [0, 1], as a logged model's users have them, and feeds [-1, 1] on."""
 
+    KIND = "hw3.digit_classifier"
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
+
+    @property
+    def hw3_spec(self) -> dict | None:
+        """How to rebuild this model from its weights alone, when it wraps a `DigitClassifier`."""
+        spec = getattr(self.net, "spec", None)
+        return {"kind": self.KIND, **spec} if isinstance(self.net, DigitClassifier) and spec else None
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> FromUnitRange:
+        if spec.get("kind") != cls.KIND:
+            raise ValueError(f"not a digit classifier: {spec.get('kind')!r}")
+        keys = ("arch", "channels", "size", "n_classes", "batch_norm", "dropout")
+        return cls(DigitClassifier(**{k: spec[k] for k in keys}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * 2.0 - 1.0)

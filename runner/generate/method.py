@@ -22,19 +22,21 @@ C = TypeVar("C")
 
 @dataclass
 class GanConfig:
-    nz: int = option(100, "length of the noise vector z")
-    ngf: int = option(64, "generator width (channels at the last hidden layer)")
-    ndf: int = option(64, "discriminator width (channels at the first layer)")
-    lr: float = option(2e-4, "Adam learning rate of both networks")
-    beta1: float = option(0.5, "Adam beta1")
-    beta2: float = option(0.999, "Adam beta2")
-    g_steps: int = option(1, "generator updates per discriminator update (the report's 'two batches': 2)")
-    real_label: float = option(1.0, "discriminator target for real images (0.9: one-sided label smoothing)")
-    flip: float = option(0.0, "probability of swapping real and fake targets in a discriminator step")
+    nz: int = option(100, "length of the noise vector z", ge=1)
+    ngf: int = option(64, "generator width (channels at the last hidden layer)", ge=1)
+    ndf: int = option(64, "discriminator width (channels at the first layer)", ge=1)
+    lr: float = option(2e-4, "Adam learning rate of both networks", gt=0)
+    beta1: float = option(0.5, "Adam beta1", ge=0, lt=1)
+    beta2: float = option(0.999, "Adam beta2", ge=0, lt=1)
+    g_steps: int = option(1, "generator updates per discriminator update (the report's 'two batches': 2)", ge=1)
+    real_label: float = option(1.0, "discriminator target for real images (0.9: one-sided label smoothing)", gt=0, le=1)
+    flip: float = option(0.0, "probability of swapping real and fake targets in a discriminator step", ge=0, le=1)
     lr_decay: bool = option(False, "decay both learning rates linearly to zero over the second half of the run")
-    ema: float = option(0.0, "decay of an exponential moving average of G used for samples and metrics (0: off)")
-    grid: int = option(64, "fixed-noise samples in the per-epoch grid logged as an image series")
-    quality_samples: int = option(5000, "generated images for the final Fréchet distance and KID (0: skip)")
+    ema: float = option(
+        0.0, "decay of an exponential moving average of G used for samples and metrics (0: off)", ge=0, lt=1
+    )
+    grid: int = option(64, "fixed-noise samples in the per-epoch grid logged as an image series", ge=1)
+    quality_samples: int = option(5000, "generated images for the final Fréchet distance and KID (0: skip)", ge=0)
     inception_weights: str = option("", "torchvision Inception v3 weights file for Inception FID (never downloaded)")
 
 

@@ -39,6 +39,7 @@ class Generator(nn.Module):
         super().__init__()
         base, n = layout(size)
         self.nz, self.n_classes, self.size, self.channels = nz, n_classes, size, channels
+        self.spec = {"size": size, "channels": channels, "nz": nz, "ngf": ngf, "n_classes": n_classes}
         width = ngf * 2 ** (n - 1)
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(nz + n_classes, width, base, 1, 0, bias=False),
@@ -93,11 +94,25 @@ class Sampler(nn.Module):
     This is the model a run logs to MLflow and `hw3 sample` loads back.
     """
 
+    KIND = "hw3.sampler"
+
     def __init__(self, generator: Generator, classes: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.generator = generator
         self.nz, self.n_classes = generator.nz, generator.n_classes
         self.classes = classes
+
+    @property
+    def hw3_spec(self) -> dict:
+        """How to rebuild this model from its weights alone (a logged model's weights/spec.json)."""
+        return {"kind": self.KIND, **self.generator.spec, "classes": list(self.classes)}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Sampler:
+        if spec.get("kind") != cls.KIND:
+            raise ValueError(f"not a generator: {spec.get('kind')!r}")
+        keys = ("size", "channels", "nz", "ngf", "n_classes")
+        return cls(Generator(**{k: spec[k] for k in keys}), tuple(spec.get("classes", ())))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.n_classes and labels is None:  # noise alone (as MLflow's pyfunc calls it): cycle the labels

@@ -39,7 +39,9 @@ def sample_run(run_id: str, n: int, out: str, label: str | None = None, seed: in
         raise Hw3Error(f"--out {out}: folder {path.parent} does not exist; create it first")
     if n < 1:
         raise Hw3Error(f"--n {n}: draw at least one image")
-    model = Tracker().load_model(run_id)
+    from runner.generate.networks import Sampler
+
+    model = Tracker().load_model(run_id, Sampler.from_spec)
     if not isinstance(model, ImageSampler):
         raise Hw3Error(f"run {run_id} logged a classifier, not a generator; sample from a gan or acgan run")
     labels = None

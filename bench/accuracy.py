@@ -8,6 +8,7 @@ target labels) and the wall time per run.
     python bench/accuracy.py                                   # the full grid: slow on a CPU
     python bench/accuracy.py --pairs mnist:mnistm --seeds 0    # one seed on the embedded pair
     python bench/accuracy.py --methods dann,selfens --set epochs=5
+    python bench/accuracy.py --rows "source only" --set augment=false
 
 Runs go to MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db in this folder).
 """
@@ -43,15 +44,17 @@ def fmt(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", default="mnist:mnistm,mnistm:mnist,syndigits:mnistm")
+    parser.add_argument("--pairs", default="mnist:mnistm,syndigits:mnistm,mnistm:syndigits")
     parser.add_argument("--methods", default="", help="comma-separated subset of baseline,dann,adda,selfens")
+    parser.add_argument("--rows", default="", help='comma-separated subset of the rows, such as "source only,DANN"')
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run (as hw3 run --set)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = [tuple(item.split("=", 1)) for item in args.set]
     wanted = set(filter(None, args.methods.split(",")))
-    rows = [r for r in ROWS if not wanted or r[1] in wanted]
+    labels = set(filter(None, args.rows.split(",")))
+    rows = [r for r in ROWS if (not wanted or r[1] in wanted) and (not labels or r[0] in labels)]
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     quiet = Console(file=io.StringIO())
     for pair in args.pairs.split(","):

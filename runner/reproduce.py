@@ -73,6 +73,15 @@ def load_suite(name: str) -> tuple[str, list[Item]]:
                 f"{where}: [suites.{name}] run {i} has unknown key(s) {sorted(unknown)}; use method, pair, dataset, set"
             )
         items.append(Item(raw["method"], raw.get("pair"), raw.get("dataset"), dict(raw.get("set", {}))))
+    seeds = suite.get("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"{where}: [suites.{name}] seeds must be a list of non-negative integers, such as [0, 1, 2]")
+    if seeds:  # each run once per seed, unless it names its own seed; the report shows mean ± std
+        items = [
+            it if "seed" in it.settings else Item(it.method, it.pair, it.dataset, {**it.settings, "seed": seed})
+            for it in items
+            for seed in (seeds if "seed" not in it.settings else [None])
+        ]
     return str(suite.get("description", "")), items
 
 

@@ -56,6 +56,19 @@ def test_show_lists_keys_values_and_origins() -> None:
     assert "train_on" in result.stdout and "0.01" in result.stdout and "--set" in result.stdout
 
 
+def test_show_with_the_paper_preset_names_every_difference_from_the_defaults() -> None:
+    from runner.plugins import get_manager
+    from runner.run import RunRequest, plan
+
+    default = plan(RunRequest("dann"), get_manager()).method_config
+    paper = plan(RunRequest("dann", preset="paper"), get_manager()).method_config
+    differ = [k for k in vars(default) if getattr(default, k) != getattr(paper, k)]
+    assert {"optimizer", "lr", "batch_norm", "target_bn"} <= set(differ)  # the paper's SGD, no BN, no AdaBN
+    result = invoke("show", "dann", "--preset", "paper")
+    assert result.exit_code == 0, result.output
+    assert f"{len(differ)} value(s) differ from the defaults: {', '.join(differ)}" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -101,3 +101,25 @@ def test_suite_errors_are_one_line_and_start_no_run(client, tiny_suite) -> None:
 def test_list_shows_the_suites() -> None:
     r = CliRunner().invoke(app, ["list"])
     assert r.exit_code == 0 and "hw3 reproduce SUITE" in r.output and "report" in r.output
+
+
+def test_a_suites_seeds_repeat_each_run_that_names_no_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.errors import ConfigError
+    from runner.reproduce import load_suite
+
+    user = tmp_path / "registry.toml"
+    user.write_text(
+        '[suites.seeded]\nseeds = [0, 1, 2]\nruns = [\n  { method = "dann", pair = "mnist:mnistm" },\n'
+        '  { method = "gan", dataset = "mnist", set = { seed = 7 } },\n]\n'
+        '[suites.bad]\nseeds = "0,1"\nruns = [ { method = "dann" } ]\n'
+    )
+    monkeypatch.setenv("HW3_REGISTRY", str(user))
+    _, items = load_suite("seeded")
+    assert [it.key for it in items] == [
+        "dann mnist:mnistm seed=0",
+        "dann mnist:mnistm seed=1",
+        "dann mnist:mnistm seed=2",
+        "gan mnist seed=7",
+    ]
+    with pytest.raises(ConfigError, match=r"\[suites.bad\] seeds must be a list"):
+        load_suite("bad")

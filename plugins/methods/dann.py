@@ -6,9 +6,16 @@ learns features the domains share, while the label head learns from source label
 The paper's schedules: the reversal weight lambda_p = 2 / (1 + exp(-10 p)) - 1 and the learning
 rate mu_p = mu_0 / (1 + 10 p)^0.75, p going from 0 to 1 over training.
 
-Two defaults go beyond the paper, each switchable: input augmentation (`augment`, which the
-bounds share) and testing target images with batch-norm statistics of the target (`target_bn`,
-AdaBN). On the embedded mnist:mnistm pair, seed 0, they took DANN from 61.7% to 82.5%.
+hw3's defaults differ from the paper's recipe (`--preset paper` restores it) where the
+validation split of mnist:mnistm chose so (target validation accuracy, %, at the last of 30
+epochs, no augmentation, mean of the seeds run; test accuracy was not used to choose):
+- Adam at a constant rate, no weight decay: the paper's annealed SGD 58.7, Adam 1e-3 61.3.
+- Dropout of whole channels after the last convolution, together with a domain classifier that
+  sees each domain's batch on its own (so its batch norm cannot tell the domains apart by batch
+  means): 90.2; either alone 80.0 and 63.5. Rate 0.5 (0.3: 89.2, 0.7: 88.1, at lr 2e-3).
+- Learning rate 3e-3 (1e-3: 90.2, 2e-3: 90.4, 3e-3: 91.4, 4e-3: 91.3); annealing it: 86.9.
+- No augmentation: every variant tried lowered it (86.3 to 90.1, against 90.4 without).
+Target images are tested with batch-norm statistics of the target (`target_bn`, AdaBN).
 """
 
 from __future__ import annotations
@@ -28,12 +35,12 @@ class DannConfig:
     )
     batch_norm: bool = option(True, "batch norm in the feature extractor and label head")
     dropout: float = option(
-        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
+        0.5, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
     )
-    optimizer: Literal["sgd", "adam"] = option("sgd", "sgd with momentum 0.9 (the paper), or adam")
-    lr: float = option(0.01, "initial learning rate mu_0", gt=0)
-    lr_schedule: bool = option(True, "anneal the learning rate as mu_0 / (1 + 10 p)^0.75")
-    weight_decay: float = option(5e-4, "L2 weight decay", ge=0)
+    optimizer: Literal["sgd", "adam"] = option("adam", "adam, or sgd with momentum 0.9 (the paper)")
+    lr: float = option(3e-3, "learning rate (mu_0 when annealed; the paper: 0.01 with sgd)", gt=0)
+    lr_schedule: bool = option(False, "anneal the learning rate as mu_0 / (1 + 10 p)^0.75 (the paper)")
+    weight_decay: float = option(0.0, "L2 weight decay", ge=0)
     grl_weight: float = option(1.0, "the largest gradient-reversal weight lambda", ge=0)
     grl_schedule: bool = option(True, "ramp lambda as 2 / (1 + exp(-10 p)) - 1 (false: constant)")
     domain_weight: float = option(1.0, "weight of the domain loss in the total", ge=0)
@@ -42,12 +49,12 @@ class DannConfig:
     )
     disc_norm: Literal["bn", "dropout", "none"] = option("bn", "what follows each domain-classifier layer")
     disc_batches: Literal["joint", "per_domain"] = option(
-        "joint",
+        "per_domain",
         "the domain classifier sees one source+target batch, or each domain's batch on its own (its batch norm "
         "then cannot tell the domains apart by their means)",
     )
     augment: bool = option(
-        True, "random affine, intensity and inversion augmentation of both domains (false: as the paper)"
+        False, "random affine, intensity and inversion augmentation of both domains (the paper: none)"
     )
     augment_target: bool = option(True, "with augment, augment the target images too (false: the source only)")
     disc_hidden: int = option(

@@ -140,15 +140,18 @@ def test_with_statistics_of_gives_a_copy_holding_the_splits_batch_norm_statistic
     from runner.adapt import with_statistics_of
     from runner.data import Split, batches
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    # dropout before the batch norm: it must stay off while statistics are gathered
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Dropout2d(0.5), torch.nn.BatchNorm2d(4))
     gen = torch.Generator().manual_seed(0)
     split = Split(torch.randint(100, 256, (256, 1, 8, 8), generator=gen, dtype=torch.uint8), torch.zeros(256).long())
     ctx = SimpleNamespace(autocast=nullcontext)
+    rng = torch.get_rng_state()
     twin = with_statistics_of(net, split, ctx)
+    assert torch.equal(torch.get_rng_state(), rng)  # the training's random stream is left alone
     with torch.no_grad():
         expected = torch.cat([net[0](x) for x, _ in batches(split, 64)]).mean((0, 2, 3))
-    assert torch.allclose(twin[1].running_mean, expected, atol=1e-5)
-    assert torch.equal(net[1].running_mean, torch.zeros(4))  # the original keeps its own
+    assert torch.allclose(twin[2].running_mean, expected, atol=1e-5)
+    assert torch.equal(net[2].running_mean, torch.zeros(4))  # the original keeps its own
     assert not twin.training and net.training
 
 

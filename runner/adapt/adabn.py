@@ -28,7 +28,12 @@ def with_statistics_of(
             m.momentum = None  # a plain average over the batches below, so they must be equal in size
     n = min(len(split), limit)
     part = split.subset(n if n < batch_size else n - n % batch_size)
-    twin.train()
+    # Only batch norm learns statistics: dropout stays off, so the head's batch norm sees the
+    # features it will see at test time, and no random number is drawn from the training stream.
+    twin.eval()
+    for m in twin.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()
     with torch.no_grad(), ctx.autocast():
         for x, _ in batches(part, batch_size):
             twin(x)

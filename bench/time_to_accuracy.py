@@ -30,6 +30,7 @@ from rich.console import Console
 from torch import nn
 
 from runner import hookimpl
+from runner.adapt import grad_reverse
 from runner.plugins import get_manager, registered
 from runner.run import RunRequest, execute, load_domains, plan
 
@@ -95,19 +96,7 @@ class PlainDann(nn.Module):
 
     def forward(self, x: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.features(x)
-        reversed_f = Reverse.apply(f, lam)
-        return self.label(f), self.domain(reversed_f)
-
-
-class Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, lam: float) -> torch.Tensor:
-        ctx.lam = lam
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return -ctx.lam * grad, None
+        return self.label(f), self.domain(grad_reverse(f, lam))
 
 
 def three_channels(images: torch.Tensor) -> torch.Tensor:

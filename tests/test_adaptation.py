@@ -155,6 +155,29 @@ def test_with_statistics_of_gives_a_copy_holding_the_splits_batch_norm_statistic
     assert not twin.training and net.training
 
 
+def test_update_average_moves_weights_part_way_and_copies_statistics() -> None:
+    from runner.adapt import averaged_copy, update_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    avg = averaged_copy(net)
+    assert not any(p.requires_grad for p in avg.parameters())
+    before = avg[0].weight.clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net(torch.randn(8, 3))  # new batch-norm statistics
+    update_average(avg, net, decay=0.75)
+    assert torch.allclose(avg[0].weight, before + 0.25)  # a quarter of the way to the new weights
+    assert torch.equal(avg[1].running_mean, net[1].running_mean)
+
+
+def test_dann_evaluates_the_moving_average_of_its_weights(client) -> None:
+    one = [*SMALL, ("epochs", "2"), ("tsne_points", "0")]
+    trained = quiet(RunRequest("dann", overrides=[*one, ("weight_average", "0")])).metrics
+    frozen = quiet(RunRequest("dann", overrides=[*one, ("weight_average", "0.999999")])).metrics
+    assert trained["source_acc"] > 0.5  # the weights as trained have learned the source
+    assert frozen["source_acc"] < 0.3  # an average that barely leaves the initial weights has not
+
+
 def test_dann_target_statistics_change_target_accuracy_only_and_resume_exactly(client) -> None:
     from helpers import Recorder
 

@@ -5,11 +5,18 @@ pulled towards the predictions a teacher (an exponential moving average of the s
 on differently augmented target images, counted only where the teacher is confident. A class
 balance term keeps the student's target predictions from collapsing onto a few classes. The
 teacher is the model that is evaluated and logged.
+
+hw3's defaults differ from the paper's (`--preset paper` restores them) where the validation
+split of mnist:mnistm chose so (target validation accuracy, %, at the last epoch, mean of seeds
+0, 1, 2 where "three seeds" says so; test accuracy was not used to choose). Seed 0, 30 epochs:
+the old defaults (Adam 1e-3, no dropout, consistency weight 3, confidence 0.9) 84.8; dropout 0.5
+90.2; Adam 3e-3 88.7; both 92.3 (three seeds 92.5); with dropout 0.7 90.8, Adam 5e-3 92.5, a
+teacher decay of 0.999 87.5, confidence 0.968 82.2. 50 epochs rather than 30: 93.8 (three
+seeds); with consistency weight 10 and confidence 0.8 as well: 94.3 (three seeds; 92.2 at 30).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,15 +31,17 @@ class SelfEnsConfig:
     )
     batch_norm: bool = option(True, "batch norm in the network")
     dropout: float = option(
-        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
+        0.5, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
     )
-    lr: float = option(1e-3, "Adam learning rate of the student", gt=0)
+    lr: float = option(3e-3, "Adam learning rate of the student (the paper: 1e-3)", gt=0)
     weight_decay: float = option(0.0, "L2 weight decay", ge=0)
     ema: float = option(0.99, "teacher = ema * teacher + (1 - ema) * student, after every step", ge=0, lt=1)
-    consistency_weight: float = option(3.0, "weight of the student-teacher consistency on target images", ge=0)
+    consistency_weight: float = option(
+        10.0, "weight of the student-teacher consistency on target images (the paper: 3)", ge=0
+    )
     confidence: float = option(
-        0.9,
-        "teacher confidence above which a target image counts (the paper's 0.968; 0.9 counts more here)",
+        0.8,
+        "teacher confidence above which a target image counts (the paper: 0.968)",
         ge=0,
         le=1,
     )
@@ -46,16 +55,16 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
     report_order = 30  # the report's rows: DANN, ADDA, then self-ensembling
     description = "self-ensembling mean teacher with confidence thresholding (French et al. 2018)"
     Config = SelfEnsConfig
-    run_defaults = {"epochs": 30}
+    run_defaults = {"epochs": 50}
 
     def setup(self, ctx: Any) -> None:
         import torch
 
+        from runner.adapt import averaged_copy
+
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # the student
-        self.teacher = copy.deepcopy(self.net)
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = averaged_copy(self.net)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         self.start_augmenting(ctx)
 
@@ -65,6 +74,8 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
     def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
         import torch
         import torch.nn.functional as F
+
+        from runner.adapt import update_average
 
         c = self.config
         xs, ys = batch["source"]
@@ -84,11 +95,10 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
             balance = F.binary_cross_entropy(mean_pred.clamp(1e-6, 1 - 1e-6), uniform)
             loss = cls_loss + c.consistency_weight * consistency + c.balance_weight * balance
         ctx.optimize(loss, self.opt)
-        with torch.no_grad():  # the teacher follows the student
-            for t, s in zip(self.teacher.parameters(), self.net.parameters(), strict=True):
-                t.mul_(c.ema).add_(s.detach(), alpha=1 - c.ema)
-            # The teacher's batch-norm statistics are its own, gathered on target batches only,
-            # so it classifies target images with target statistics.
+        # The teacher follows the student's weights; its batch-norm statistics are its own,
+        # gathered on target batches only, so it classifies target images with target statistics.
+        update_average(self.teacher, self.net, c.ema, buffers=False)
+        with torch.no_grad():
             stats = torch.stack(
                 [loss.detach(), cls_loss.detach(), consistency.detach(), mask.mean(),
                  (logits_s.argmax(1) == ys).float().mean()]

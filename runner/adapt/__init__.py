@@ -4,8 +4,8 @@
 adaptation method has, so its runs line up with theirs in `hw3 report` and the MLflow UI:
 `target_acc`, `source_acc`, per-class accuracy, confusion matrices, `target_im`, `domain_acc`
 (with a `self.discriminator`), the proxy A-distance, t-SNE figures and `runs:/<id>/model`.
-Beside it: the DANN paper's digit networks, gradient reversal, AdaBN, input augmentation and
-the shared evaluation helpers.
+Beside it: the DANN paper's digit networks, gradient reversal, AdaBN, input augmentation, weight
+averaging and the shared evaluation helpers.
 
 Each name is imported from its module when first asked for, so a plugin that only subclasses
 `AdaptMethod` loads without torch (and `hw3 list` stays fast); the rest import torch.
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.adapt.adabn import with_statistics_of
     from runner.adapt.augmentation import augment
+    from runner.adapt.averaging import averaged_copy, update_average
     from runner.adapt.evaluation import (
         accuracy_metrics,
         collect,
@@ -42,6 +43,8 @@ _HOMES = {
     "pick_arch": "networks",
     "with_statistics_of": "adabn",
     "augment": "augmentation",
+    "averaged_copy": "averaging",
+    "update_average": "averaging",
     "accuracy_metrics": "evaluation",
     "collect": "evaluation",
     "confusion": "evaluation",
@@ -59,6 +62,7 @@ __all__ = [
     "FromUnitRange",
     "accuracy_metrics",
     "augment",
+    "averaged_copy",
     "collect",
     "confusion",
     "domain_head",
@@ -69,6 +73,7 @@ __all__ = [
     "pick_arch",
     "proxy_a_distance",
     "tsne",
+    "update_average",
     "with_statistics_of",
 ]
 

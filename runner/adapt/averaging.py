@@ -1,0 +1,27 @@
+"""Exponential moving averages of a network's weights (Polyak averaging, a mean teacher)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def averaged_copy(net: nn.Module) -> nn.Module:
+    """A frozen copy of `net` to hold its moving average (see `update_average`)."""
+    twin = copy.deepcopy(net)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, net: nn.Module, decay: float, buffers: bool = True) -> None:
+    """average = decay * average + (1 - decay) * net, parameter by parameter; with `buffers`,
+    batch-norm statistics are copied as they are (an average of averages adds nothing)."""
+    for a, p in zip(average.parameters(), net.parameters(), strict=True):
+        a.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    if buffers:
+        for a, b in zip(average.buffers(), net.buffers(), strict=True):
+            a.copy_(b)

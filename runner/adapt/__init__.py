@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from runner.adapt.adabn import with_statistics_of
     from runner.adapt.augmentation import augment
-    from runner.adapt.averaging import averaged_copy, update_average
     from runner.adapt.evaluation import (
         accuracy_metrics,
         collect,
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from runner.adapt.features import FeatureModel, tsne
     from runner.adapt.method import AdaptMethod, load_classifier
     from runner.adapt.networks import Composed, DigitClassifier, FromUnitRange, domain_head, grad_reverse, pick_arch
+    from runner.averaging import averaged_copy, update_average
 
 _HOMES = {
     "AdaptMethod": "method",
@@ -43,8 +43,8 @@ _HOMES = {
     "pick_arch": "networks",
     "with_statistics_of": "adabn",
     "augment": "augmentation",
-    "averaged_copy": "averaging",
-    "update_average": "averaging",
+    "averaged_copy": "runner.averaging",  # shared with the generative toolkit
+    "update_average": "runner.averaging",
     "accuracy_metrics": "evaluation",
     "collect": "evaluation",
     "confusion": "evaluation",
@@ -82,7 +82,7 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'runner.adapt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"runner.adapt.{home}"), name)
+    value = getattr(importlib.import_module(home if "." in home else f"runner.adapt.{home}"), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

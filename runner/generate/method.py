@@ -90,7 +90,9 @@ class GenerativeMethod(Method[C]):
             self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, factor)
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, factor)
         if c.ema:
-            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+            from runner.averaging import averaged_copy
+
+            self.G_ema = averaged_copy(self.G)
         # The method's own random stream (noise, flips): checkpointed, so a resumed run continues it.
         self.rng = ctx.generator("gan/noise", device=ctx.device)
         self.fixed_z = torch.randn(max(c.grid, 32), c.nz, generator=ctx.generator("gan/grid"))
@@ -133,18 +135,15 @@ class GenerativeMethod(Method[C]):
 
     def after_step(self, ctx: Any, values: dict[str, float]) -> dict[str, float]:
         """Schedules and EMA after both updates; records the step for the curves figure."""
-        import torch
 
         c = self.config
         if c.lr_decay:
             self.sched_g.step()
             self.sched_d.step()
         if c.ema:
-            with torch.no_grad():
-                for e, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-                    e.lerp_(p, 1 - c.ema)
-                for e, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-                    e.copy_(b)
+            from runner.averaging import update_average
+
+            update_average(self.G_ema, self.G, c.ema)
         self.curve.append(values)
         return values
 

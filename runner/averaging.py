@@ -1,4 +1,5 @@
-"""Exponential moving averages of a network's weights (Polyak averaging, a mean teacher)."""
+"""Exponential moving averages of a network's weights: DANN's averaged weights, the
+self-ensembling teacher, the GAN's averaged generator."""
 
 from __future__ import annotations
 

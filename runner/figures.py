@@ -49,11 +49,12 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> Figu
 
 
 def curves_figure(history: Sequence[dict[str, float]], title: str) -> Figure:
-    """Per-epoch training losses (left) and accuracies (right)."""
+    """Per-epoch training losses and their parts (left) and accuracies (right). Schedules and
+    other scalars (a learning rate, DANN's lambda) are left out: on a loss axis they read as losses."""
     epochs = np.arange(1, len(history) + 1)
-    keys = sorted({k for h in history for k in h if "/" not in k.removeprefix("train/")})
-    losses = [k for k in keys if not k.endswith("acc")]
-    accs = [k for k in keys if k.endswith("acc")]
+    keys = sorted({k for h in history for k in h})
+    losses = [k for k in keys if k.removeprefix("train/").startswith("loss")]
+    accs = [k for k in keys if k.endswith("acc") and "/" not in k.removeprefix("train/")]
     fig = Figure(figsize=(9, 3.4), dpi=110)
     (a1, a2) = fig.subplots(1, 2)
     for k in losses:

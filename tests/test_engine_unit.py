@@ -133,3 +133,16 @@ def test_lifecycle_hooks_see_start_each_epoch_and_the_end(tmp_path: Path) -> Non
 
     run(tmp_path, hooks=Hooks())
     assert seen == [("start", 0), ("epoch", 1), ("epoch", 2), ("epoch", 3), ("end", "FINISHED")]
+
+
+def test_the_curves_figure_plots_losses_and_accuracies_but_not_schedules() -> None:
+    from runner.figures import curves_figure
+
+    history = [
+        {"train/loss": 1.0 - e / 10, "train/loss/domain": 0.6, "train/lambda": e / 3, "train/lr": 1e-3,
+         "train/acc": 0.5 + e / 10, "target_acc": 0.4, "target_im": 1.2, "selected/last/target_acc": 0.4}
+        for e in range(3)
+    ]  # fmt: skip
+    losses, accs = curves_figure(history, "t").axes
+    assert sorted(line.get_label() for line in losses.lines) == ["train/loss", "train/loss/domain"]
+    assert sorted(line.get_label() for line in accs.lines) == ["target_acc", "train/acc"]

@@ -8,9 +8,15 @@ Target images are classified by the target encoder and the source classifier.
 
 The encoders are the network up to the label head's last hidden layer (`align=penultimate`), as
 the paper's LeNet encoder ends in a fully connected layer; `align=features` stops after the
-convolutions. Beyond the paper (each switchable): input augmentation, as the bounds have, a
-cosine decay of each stage's learning rates, and a target encoder learning rate of 2e-5 rather
-than 2e-4, which on mnistm:mnist kept adaptation from undoing what the source network knew.
+convolutions. Beyond the paper (each switchable): input augmentation, as the bounds have, and a
+cosine decay of each stage's learning rates.
+
+What chose the defaults: target validation accuracy (%) at the last epoch, mnist:mnistm seeds 0,
+1, 2 and syndigits:mnistm seed 0; test accuracy was not used to choose. The target encoder's
+learning rate: the paper's 2e-4 90.5 and 78.0, against 2e-5 (hw3's earlier default, picked on
+mnistm:mnist's test split) 87.3 and 74.0. At 2e-4 on mnist:mnistm: without the cosine decay 87.0;
+aligning the convolutional features rather than the penultimate layer 83.3; without augmentation
+(at 2e-5) 61.0 against 87.3.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class AddaConfig:
     )
     source_run: str = option("", "a finished baseline run (MLflow run ID) whose model is the source network")
     lr_source: float = option(1e-3, "Adam learning rate of source pretraining", gt=0)
-    lr_target: float = option(2e-5, "Adam learning rate of the target encoder (the paper: 0.0002)", gt=0)
+    lr_target: float = option(2e-4, "Adam learning rate of the target encoder (the paper's)", gt=0)
     lr_disc: float = option(2e-4, "Adam learning rate of the discriminator", gt=0)
     disc_hidden: int = option(500, "width of the discriminator's two hidden layers (the paper's 500)", ge=1)
     lr_decay: bool = option(True, "cosine decay of each stage's learning rates to zero over that stage")

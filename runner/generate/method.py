@@ -135,7 +135,6 @@ class GenerativeMethod(Method[C]):
 
     def after_step(self, ctx: Any, values: dict[str, float]) -> dict[str, float]:
         """Schedules and EMA after both updates; records the step for the curves figure."""
-
         c = self.config
         if c.lr_decay:
             self.sched_g.step()

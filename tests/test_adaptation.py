@@ -178,6 +178,21 @@ def test_dann_evaluates_the_moving_average_of_its_weights(client) -> None:
     assert frozen["source_acc"] < 0.3  # an average that barely leaves the initial weights has not
 
 
+def test_dann_information_maximisation_makes_target_predictions_confident_and_diverse(client) -> None:
+    # The trained weights, not their slow moving average, which barely leaves the start in 16 steps.
+    two = [*SMALL, ("epochs", "2"), ("tsne_points", "0"), ("weight_average", "0")]
+    plain = quiet(RunRequest("dann", overrides=two)).metrics
+    im = quiet(RunRequest("dann", overrides=[*two, ("im_weight", "3")])).metrics
+    assert im["target_im"] > plain["target_im"] + 0.2  # the evaluation measures what the term optimises
+
+
+def test_entropy_of_class_probabilities() -> None:
+    from plugins.methods.dann import entropy
+
+    p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    assert torch.allclose(entropy(p), torch.tensor([0.0, math.log(2)]))
+
+
 def test_dann_target_statistics_change_target_accuracy_only_and_resume_exactly(client) -> None:
     from helpers import Recorder
 

@@ -186,11 +186,17 @@ def test_dann_information_maximisation_makes_target_predictions_confident_and_di
     assert im["target_im"] > plain["target_im"] + 0.2  # the evaluation measures what the term optimises
 
 
-def test_entropy_of_class_probabilities() -> None:
-    from plugins.methods.dann import entropy
+def test_information_maximization_objective_is_the_score_and_carries_gradients() -> None:
+    from runner.adapt import information_maximization_objective
 
-    p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
-    assert torch.allclose(entropy(p), torch.tensor([0.0, math.log(2)]))
+    p = torch.tensor([[1.0, 0.0], [0.5, 0.5]])  # entropies 0 and log 2; mean prediction (0.75, 0.25)
+    expected = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) - math.log(2) / 2
+    assert float(information_maximization_objective(p)) == pytest.approx(expected, abs=1e-6)
+    logits = torch.randn(8, 10, requires_grad=True)
+    objective = information_maximization_objective(logits.softmax(1))
+    objective.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert information_maximization(logits) == pytest.approx(float(objective))
 
 
 def test_dann_target_statistics_change_target_accuracy_only_and_resume_exactly(client) -> None:

@@ -89,11 +89,6 @@ def grl_lambda(progress: float, weight: float, ramp: bool) -> float:
     return weight * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0) if ramp else weight
 
 
-def entropy(p: Any) -> Any:
-    """The entropy of each row of class probabilities."""
-    return -(p * p.clamp_min(1e-8).log()).sum(-1)
-
-
 def annealed_lr(lr0: float, progress: float) -> float:
     return lr0 / (1.0 + 10.0 * progress) ** 0.75
 
@@ -156,7 +151,7 @@ class Dann(AdaptMethod[DannConfig]):
         import torch
         import torch.nn.functional as F
 
-        from runner.adapt import grad_reverse
+        from runner.adapt import grad_reverse, information_maximization_objective
 
         c = self.config
         p = ctx.progress
@@ -190,7 +185,7 @@ class Dann(AdaptMethod[DannConfig]):
                 # can leave target images between the classes the source drew (the second term keeps
                 # them from all falling into one).
                 pt = self.net.head(ft).float().softmax(1)
-                im_loss = entropy(pt).mean() - entropy(pt.mean(0))
+                im_loss = -information_maximization_objective(pt)
                 loss = loss + c.im_weight * grl_lambda(p, 1.0, c.grl_schedule) * im_loss
         ctx.optimize(loss, self.opt)
         if c.weight_average:

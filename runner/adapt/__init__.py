@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         collect,
         confusion,
         information_maximization,
+        information_maximization_objective,
         per_class_accuracy,
         proxy_a_distance,
     )
@@ -49,6 +50,7 @@ _HOMES = {
     "collect": "evaluation",
     "confusion": "evaluation",
     "information_maximization": "evaluation",
+    "information_maximization_objective": "evaluation",
     "per_class_accuracy": "evaluation",
     "proxy_a_distance": "evaluation",
     "FeatureModel": "features",
@@ -68,6 +70,7 @@ __all__ = [
     "domain_head",
     "grad_reverse",
     "information_maximization",
+    "information_maximization_objective",
     "load_classifier",
     "per_class_accuracy",
     "pick_arch",

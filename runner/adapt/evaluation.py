@@ -38,17 +38,24 @@ def collect(forward: Callable[[torch.Tensor], torch.Tensor], split: Split, ctx: 
     return torch.cat(out)
 
 
+def information_maximization_objective(probs: torch.Tensor) -> torch.Tensor:
+    """H(mean prediction) - mean H(prediction) over rows of class probabilities, as a tensor that
+    gradients flow through: a loss term for methods that want confident target predictions that
+    still use every class (Hu et al. 2017), and the score below."""
+
+    def entropy(p: torch.Tensor) -> torch.Tensor:
+        return -(p * p.clamp_min(1e-8).log()).sum(-1)
+
+    return entropy(probs.mean(0)) - entropy(probs).mean()
+
+
 def information_maximization(logits: torch.Tensor) -> float:
     """IM score of target predictions, higher is better: H(mean prediction) - mean H(prediction).
 
     Confident predictions that still use every class score high; it needs no target labels, so
     it can choose a checkpoint honestly (as pytorch-adapt's IM validator does).
     """
-    p = logits.float().softmax(1)
-    mean = p.mean(0)
-    diversity = -(mean * mean.clamp_min(1e-12).log()).sum()
-    confidence = -(p * p.clamp_min(1e-12).log()).sum(1).mean()
-    return float(diversity - confidence)
+    return float(information_maximization_objective(logits.float().softmax(1)))
 
 
 def proxy_a_distance(source: torch.Tensor, target: torch.Tensor, seed: int = 0) -> float:

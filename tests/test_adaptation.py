@@ -116,10 +116,16 @@ class Spy(Adda):
         return out
 
 
-@pytest.mark.parametrize(("align", "width"), [("penultimate", 100), ("features", 768)])
-def test_adda_freezes_the_source_and_moves_the_target_encoder(align: str, width: int) -> None:
+@pytest.mark.parametrize(
+    ("align", "width", "im_weight"), [("penultimate", 100, "0"), ("features", 768, "0"), ("penultimate", 100, "1")]
+)
+def test_adda_freezes_the_source_and_moves_the_target_encoder(align: str, width: int, im_weight: str) -> None:
+    # With im_weight the loss reaches the target encoder through the source classifier: it must stay frozen.
     Spy.seen.clear()
-    overrides = [*SMALL, ("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0"), ("align", align)]
+    overrides = [
+        *SMALL,
+        *[("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0"), ("align", align), ("im_weight", im_weight)],
+    ]
     with registered(MethodsPlugin(Spy), name="spy"):
         result = quiet(RunRequest("adda-spy", overrides=overrides))
     assert result.status == "FINISHED"
@@ -222,6 +228,15 @@ def test_adda_can_start_from_a_finished_baseline_run(client) -> None:
     assert adda.status == "FINISHED"
     # The frozen source network is the baseline's: it labels source test images exactly as well.
     assert adda.metrics["source_acc"] == pytest.approx(base.metrics["source_acc"])
+
+
+def test_adda_information_maximisation_makes_target_predictions_confident_and_diverse(client) -> None:
+    two = [*SMALL, ("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0"), ("lr_target", "3e-3")]
+    plain = quiet(RunRequest("adda", overrides=two))
+    im = quiet(RunRequest("adda", overrides=[*two, ("im_weight", "3")]))
+    assert im.metrics["target_im"] > plain.metrics["target_im"] + 0.1  # what the term optimises
+    assert "step/loss/im" in client.get_run(im.run_id).data.metrics
+    assert "step/loss/im" not in client.get_run(plain.run_id).data.metrics
 
 
 def test_adda_config_errors_are_one_line() -> None:

@@ -35,8 +35,10 @@ from rich.console import Console
 from plugins.methods.gan import Gan
 from runner.context import RunContext
 from runner.engine import fit, steps_per_epoch
+from runner.plan import RunRequest, make_plan
 from runner.plugins import get_manager
-from runner.run import RunRequest, load_domains, plan
+from runner.prepare import load_domains
+from runner.prepare import make_context as new_context
 from runner.seeding import seed_everything
 from runner.sinks import NullSink
 
@@ -66,10 +68,11 @@ class TrainOnlyGan(Gan):
 
 def make_context(epochs: int) -> RunContext:
     manager = get_manager()
-    resolved = plan(RunRequest("gan", overrides=[("epochs", epochs), ("checkpoint_dir", tempfile.mkdtemp())]), manager)
+    req = RunRequest("gan", overrides=[("epochs", epochs), ("checkpoint_dir", tempfile.mkdtemp())])
+    resolved = make_plan(req, manager).resolved
     device = torch.device("cpu")
     domains = load_domains(resolved, manager, None, device)
-    return RunContext(resolved=resolved, device=device, domains=domains, run_id="bench-gan")
+    return new_context(resolved, domains, device, run_id="bench-gan")
 
 
 def fresh(ctx: RunContext) -> TrainOnlyGan:

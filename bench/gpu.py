@@ -158,7 +158,7 @@ def main() -> None:
         took = make_data(work / "data", sizes, workers=max(1, (os.cpu_count() or 2) - 1))
         print("wrote " + ", ".join(f"{k} in {v:.0f} s" for k, v in took.items()), flush=True)
 
-        from runner.datacmds import prepare
+        from runner.commands.data import prepare
 
         t0 = time.perf_counter()
         for dataset in ("svhn", "mnistm"):
@@ -189,7 +189,7 @@ def main() -> None:
             print(f"  DCGAN {label}: {r['train_s']:.1f} s, {r['img_s']:.0f} img/s", flush=True)
         reproduce_s = float("nan")
         if not args.skip_reproduce:
-            from runner.reproduce import reproduce
+            from runner.commands.reproduce import reproduce
 
             suite = "report"
             if args.dry_run:

@@ -31,7 +31,7 @@ def timed_run(args: list[str]) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="hw3-runtime-"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
     env.pop("HW3_LOAD_PLUGINS", None)
-    hw3 = [sys.executable, "-c", "from runner.cli import main; main()"]
+    hw3 = [sys.executable, "-c", "from runner.commands.cli import main; main()"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [*hw3, *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -49,10 +49,9 @@ def timed_run(args: list[str]) -> dict[str, float]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0 or not epochs:
         raise SystemExit(f"hw3 {' '.join(args)} failed (exit {proc.returncode})")
-    from mlflow import MlflowClient
+    from runner.tracking import Tracker
 
-    history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "time/epoch_s")
-    first_epoch = min(history, key=lambda m: m.step).value
+    first_epoch = Tracker(env["MLFLOW_TRACKING_URI"]).metric_history(run_id, "time/epoch_s")[0]
     return {
         "wall": wall,
         "before_first_step": epochs[0] - first_epoch,

@@ -25,8 +25,9 @@ import torch
 from runner.batches import BatchStream
 from runner.context import Batch, Labeled, RunContext
 from runner.devices import Compute, choose_compute, cpu_bf16, describe, pick_device
+from runner.plan import RunRequest, make_plan
 from runner.plugins import get_manager
-from runner.run import RunRequest, load_domains, plan
+from runner.prepare import load_domains, make_context
 from runner.seeding import seed_everything
 
 # name -> (method, pair or dataset, settings): each the network a default run of that method trains
@@ -51,11 +52,11 @@ class StepOnly:
 
 def make(method: str, where: dict[str, Any], settings: list[tuple[str, Any]], device: torch.device, compute: Compute):
     manager = get_manager()
-    resolved = plan(RunRequest(method, overrides=[*settings, ("tsne_points", 0)], **where), manager)
-    domains = load_domains(resolved, manager, None, device)
-    cls = manager.method(method)
+    planned = make_plan(RunRequest(method, overrides=[*settings, ("tsne_points", 0)], **where), manager)
+    resolved, cls = planned.resolved, planned.method_cls
+    domains = load_domains(resolved, manager, None, device, planned.registry)
     timed = type(f"Timed{cls.__name__}", (StepOnly, cls), {"_quality_setup": lambda self, ctx: None})
-    ctx = RunContext(resolved=resolved, device=device, domains=domains, compute=compute)
+    ctx = make_context(resolved, domains, device, compute=compute)
     m = timed(resolved.method_config)
     ctx.steps_per_epoch = max(len(domains[r].train) // resolved.settings.batch_size for r in m.train_domains())
     seed_everything(0)

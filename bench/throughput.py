@@ -46,8 +46,9 @@ from runner.config import ResolvedConfig
 from runner.context import Domain, RunContext
 from runner.devices import describe, pick_device
 from runner.engine import fit, steps_per_epoch
+from runner.plan import RunRequest, make_plan
 from runner.plugins import get_manager
-from runner.run import RunRequest, load_domains, plan
+from runner.prepare import load_domains, make_context
 from runner.seeding import seed_everything
 from runner.sinks import NullSink
 
@@ -88,7 +89,7 @@ class Setup:
     checkpoint_dir: Path
 
     def context(self) -> RunContext:
-        return RunContext(resolved=self.resolved, device=self.device, domains=self.domains, run_id="bench-engine")
+        return make_context(self.resolved, self.domains, self.device, run_id="bench-engine")
 
     @property
     def steps(self) -> int:
@@ -117,7 +118,7 @@ def make_setup(epochs: int, device: str | None, checkpoint_dir: Path) -> Setup:
     overrides: list[tuple[str, Any]] = [("epochs", epochs), ("checkpoint_dir", str(checkpoint_dir))]
     if device:
         overrides.append(("device", device))
-    resolved = plan(RunRequest(METHOD, overrides=overrides), manager)
+    resolved = make_plan(RunRequest(METHOD, overrides=overrides), manager).resolved
     dev = pick_device(resolved.settings.device)
     domains = load_domains(resolved, manager, None, dev)
     return Setup(resolved, dev, domains, checkpoint_dir)
@@ -276,7 +277,7 @@ def run_cli(extra: list[str], cache_dir: Path | None) -> CliRun:
 
 def cli_steps_per_epoch(setup: Setup, preset: str | None) -> int:
     """Steps per epoch of the CLI run: its train_subset (a preset may set one) applied to part 1's data."""
-    s = plan(RunRequest(METHOD, preset=preset), get_manager()).settings
+    s = make_plan(RunRequest(METHOD, preset=preset), get_manager()).resolved.settings
     sizes = [len(setup.domains[role].train) for role in TrainOnlyBaseline(setup.resolved.method_config).train_domains()]
     return max(min(n, s.train_subset) if s.train_subset > 0 else n for n in sizes) // s.batch_size
 

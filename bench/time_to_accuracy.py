@@ -31,8 +31,10 @@ from torch import nn
 
 from runner import hookimpl
 from runner.adapt import grad_reverse
+from runner.plan import RunRequest, make_plan
 from runner.plugins import get_manager, registered
-from runner.run import RunRequest, execute, load_domains, plan
+from runner.prepare import load_domains
+from runner.run import execute
 
 
 class EpochClock:
@@ -105,7 +107,7 @@ def three_channels(images: torch.Tensor) -> torch.Tensor:
 
 def plain_dann(seed: int, epochs: int, threshold: float) -> list[tuple[float, float]]:
     manager = get_manager()
-    resolved = plan(RunRequest("dann", overrides=[("seed", seed)]), manager)
+    resolved = make_plan(RunRequest("dann", overrides=[("seed", seed)]), manager).resolved
     domains = load_domains(resolved, manager, None, torch.device("cpu"))
     src, tgt, test = domains["source"].train, domains["target"].train, domains["target"].test
     torch.manual_seed(seed)

@@ -1,5 +1,5 @@
 """`python -m runner ...` is `hw3 ...`: what torchrun starts in each process."""
 
-from runner.cli import main
+from runner.commands.cli import main
 
 main()

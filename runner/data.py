@@ -7,12 +7,13 @@ can write `from runner.data import load_dataset` however those are arranged insi
 
 from runner.batches import BatchStream, batches, conform, to_unit_range
 from runner.cache import atomic_save, cache_path, data_context, load_dataset
-from runner.datasets import DataContext, DatasetSpec, Problems, Split
+from runner.datasets import DataContext, DatasetSpec, DatasetTables, Problems, Split
 
 __all__ = [
     "BatchStream",
     "DataContext",
     "DatasetSpec",
+    "DatasetTables",
     "Problems",
     "Split",
     "atomic_save",

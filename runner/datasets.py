@@ -188,3 +188,12 @@ def check_splits(spec: DatasetSpec, splits: dict[str, Split], problems: Problems
                 f"{where} has label {low if low < 0 else high}, outside its "
                 f"{len(spec.classes)} classes 0..{len(spec.classes) - 1}"
             )
+
+
+@dataclass(frozen=True)
+class DatasetTables:
+    """What `hw3_register_datasets` receives as `registry`: the `[datasets.NAME]` tables of
+    registry.toml (the packaged file merged with $HW3_REGISTRY's), and the file they came from."""
+
+    datasets: Mapping[str, Mapping[str, Any]]
+    path: Path | None = None

@@ -8,7 +8,6 @@ MLflow tracker, or memory), so each method gets all of this for free.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import threading
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from rich.console import Console
 
+from runner import record
 from runner.batches import BatchStream
 from runner.checkpoint import TrainState, checkpoint_path, save
 from runner.context import Batch, Labeled, RunContext
@@ -29,7 +29,7 @@ from runner.errors import Hw3Error, RunFailed, RunInterrupted
 from runner.method import Method
 from runner.progress import Reporter
 from runner.seeding import rng_state, seed_everything, set_rng_state
-from runner.sinks import Sink
+from runner.sinks import Sink, plain
 
 
 class NonFiniteLoss(RunFailed):
@@ -66,6 +66,12 @@ class FitResult:
     steps: int = 0  # optimisation steps taken in this call (not counting those before a resume)
 
 
+def headline_first(metrics: dict[str, float], method: Method) -> dict[str, float]:
+    """The order a person reads an epoch's metrics in (and MLflow's run page lists them in): the
+    method's primary metric, its other evaluation metrics, then the training and timing ones."""
+    return dict(sorted(metrics.items(), key=lambda kv: (kv[0] != method.primary_metric, "/" in kv[0])))
+
+
 def steps_per_epoch(method: Method, ctx: RunContext) -> int:
     """An epoch is one pass over the largest training split the method draws from (by all processes)."""
     per_step = ctx.settings.batch_size * ctx.dist.world
@@ -85,7 +91,8 @@ def fit(
 ) -> FitResult:
     """Run `method` to the end: setup, the run-start hook, the remaining epochs (train, evaluate,
     end of epoch), then summary metrics, figures and the logged model. The run's status goes to
-    `sink` and the run-end hook whatever happens. Raises `RunInterrupted` after Ctrl-C or
+    the run-end hook whatever happens; the run itself is ended by whoever opened it (the
+    tracker's `open`, or `runner.tracking.ending` around a sink of one's own). Raises `RunInterrupted` after Ctrl-C or
     SIGTERM (a checkpoint saved), `RunFailed` when a loss is not finite or the method raises
     (`owner` names the method and its plugin in that message). `stop` is a `StopFlag` the caller
     put in place earlier (so a signal during its own work is not lost); fit makes its own else."""
@@ -119,7 +126,7 @@ def fit(
         raise aborted from None
     except NonFiniteLoss as exc:
         sink.log_text(f"{exc}\n", "error.txt")
-        sink.set_tags({"hw3.error": str(exc)[:5000]})
+        sink.set_tags({record.ERROR: str(exc)[:5000]})
         raise
     except Hw3Error as exc:
         if tb := getattr(exc, "traceback", None):  # a plugin's lifecycle hook raised
@@ -132,7 +139,6 @@ def fit(
             f"traceback saved as error.txt in run {ctx.run_id}"
         ) from exc
     finally:
-        sink.end(status)
         try:
             if ctx.dist.is_main:
                 loop.hooks.run_end(ctx, status, loop.metrics)
@@ -228,7 +234,8 @@ class _Loop:
         if ctx.dist.is_main:
             with torch.no_grad():
                 metrics.update(method.evaluate(ctx))
-        return broadcast_object(metrics, ctx.dist)
+        # Rounded once, here: what the run returns, what selection reads and what MLflow holds agree.
+        return broadcast_object({k: plain(v) for k, v in metrics.items()}, ctx.dist)
 
     def end_epoch(self, metrics: dict[str, float], stop: StopFlag, report: Reporter) -> None:
         ctx = self.ctx
@@ -236,7 +243,7 @@ class _Loop:
         self.history.append(metrics)
         self.metrics = metrics
         now = time.perf_counter()
-        self.sink.log_metrics({**metrics, "time/epoch_s": now - self.epoch_t0}, ctx.epoch)
+        self.sink.log_metrics(headline_first({**metrics, "time/epoch_s": now - self.epoch_t0}, self.method), ctx.epoch)
         self.epoch_t0 = now
         self._save(0)
         report.epoch_end(ctx.epoch, metrics)
@@ -260,19 +267,19 @@ class _Loop:
         if not ctx.dist.is_main:
             return
         with self.console.status("final metrics, figures and the model"):
-            final = method.summarize(ctx)
-            if final:
-                self.sink.log_metrics(final, ctx.epoch)
-                self.metrics = {**self.metrics, **final}
+            final = {k: plain(v) for k, v in method.summarize(ctx).items()}
+            self.metrics = {**self.metrics, **final}
             figures = {"curves.png": curves_figure(self.history, f"{ctx.resolved.method} on {ctx.task.label}")}
             figures.update(method.figures(ctx))
             for name, fig in figures.items():
                 self.sink.log_figure(fig, f"figures/{name}")
             for name, table in method.tables(ctx).items():
-                self.sink.log_text(json.dumps(table), f"tables/{name}.json")
+                self.sink.log_table(table, f"tables/{name}.json")
             model = method.inference_model()
             if model is not None:
-                self.sink.log_model(model, method.inference_example(ctx))
+                self.sink.log_model(model, method.inference_example(ctx), step=ctx.epoch)
+            if final:  # after the model: the tracker links them to it
+                self.sink.log_metrics(final, ctx.epoch)
 
     # -- helpers -----------------------------------------------------------------------------
     def _add(self, out: dict[str, float], i: int) -> None:

@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from runner.errors import ConfigError, RunFailed, RunInterrupted
-from runner.run import RunRequest, RunResult, execute
+from runner.plan import RunRequest, make_plan
+from runner.record import ParentRecord
+from runner.run import RunResult, execute
 from runner.settings import SEED_MAX
 
 
@@ -80,9 +82,10 @@ class Parent:
 
     experiment: str
     run_name: str
-    tags: dict[str, str]
+    record: ParentRecord
     params: dict[str, Any]
     what: str = "runs"  # how messages name the whole: "seeds", "sweep"
+    primary: str = "target_acc"  # the children's headline metric
 
 
 @dataclass
@@ -113,45 +116,41 @@ def fan_out(
     setting) is recorded and the rest still run; otherwise its error ends the whole. With
     `workers` > 1, that many children run at once, each in a process of its own with the CPU
     cores split between them (`threads`), so they do not oversubscribe the machine."""
-    from runner.tracking import Tracker, version_tags
+    from runner.tracking import Tracker
 
     console = console or Console()
     tracker = Tracker()  # an unreachable server stops here, before any run
-    parent_id = tracker.start(
-        parent.experiment, parent.run_name, {**parent.tags, "hw3.parent": "true", **version_tags()}
-    )
-    tracker.log_params(parent.params)
-    out = FanOut(parent_id, [ChildRun(c) for c in children])
-    requests = [dataclasses.replace(c.request, parent_run_id=parent_id, experiment=parent.experiment) for c in children]
-    try:
-        if workers > 1:
-            _run_side_by_side(out, requests, workers, keep_going, console)
-        else:
-            for n, (run, request) in enumerate(zip(out.runs, requests, strict=True), start=1):
-                console.print(f"[bold]{escape(run.child.label)}[/] ({n} of {len(out.runs)})", highlight=False)
-                _settle(run, keep_going, console, lambda request=request: execute(request, console))
-        out.status = "FINISHED" if out.finished else "FAILED"
-    except (RunInterrupted, KeyboardInterrupt) as exc:
-        out.status = "KILLED"
-        why = f"{exc}; " if str(exc) else ""  # the child's own message names its checkpoint
-        stopped = RunInterrupted(
-            f"{why}the {parent.what} stopped after {len(out.finished)} of {len(out.runs)} runs; parent run "
-            f"{parent_id} is marked KILLED"
-        )
-        stopped.run_id = getattr(exc, "run_id", "")  # the child run to resume
-        raise stopped from None
-    except BaseException:
-        out.status = "FAILED"
-        raise
-    finally:
+    with tracker.open(parent.experiment, parent.run_name, parent.record, params=parent.params) as handle:
+        out = FanOut(handle.run_id, [ChildRun(c) for c in children])
+        requests = [
+            dataclasses.replace(c.request, parent_run_id=handle.run_id, experiment=parent.experiment) for c in children
+        ]
         try:
+            if workers > 1:
+                _run_side_by_side(out, requests, workers, keep_going, console, parent.primary)
+            else:
+                for n, (run, request) in enumerate(zip(out.runs, requests, strict=True), start=1):
+                    console.print(f"[bold]{escape(run.child.label)}[/] ({n} of {len(out.runs)})", highlight=False)
+                    _settle(run, keep_going, console, lambda request=request: execute(request, console))
+            out.status = handle.status = "FINISHED" if out.finished else "FAILED"
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            out.status = "KILLED"
+            why = f"{exc}; " if str(exc) else ""  # the child's own message names its checkpoint
+            stopped = RunInterrupted(
+                f"{why}the {parent.what} stopped after {len(out.finished)} of {len(out.runs)} runs; parent run "
+                f"{handle.run_id} is marked KILLED"
+            )
+            stopped.run_id = getattr(exc, "run_id", "")  # the child run to resume
+            raise stopped from None
+        except BaseException:
+            out.status = "FAILED"
+            raise
+        finally:  # what finished is summarised on the parent whatever happened, before it ends
             if out.finished or any(r.error for r in out.runs):
                 metrics, texts = summarize(out)
                 tracker.log_metrics(metrics, len(out.finished))
                 for path, text in texts.items():
                     tracker.log_text(text, path)
-        finally:
-            tracker.end(out.status)
     return out
 
 
@@ -167,7 +166,7 @@ def _settle(run: ChildRun, keep_going: bool, console: Console, outcome: Callable
 
 
 def _run_side_by_side(
-    out: FanOut, requests: list[RunRequest], workers: int, keep_going: bool, console: Console
+    out: FanOut, requests: list[RunRequest], workers: int, keep_going: bool, console: Console, primary: str
 ) -> None:
     """The children in `workers` processes at once. Ctrl-C reaches every process of the group:
     each running child saves its checkpoint and stops, and this waits for them before raising."""
@@ -197,7 +196,7 @@ def _run_side_by_side(
                     done += 1
                     _settle(run, keep_going, console, future.result)
                     if run.result is not None:
-                        _say_done(console, run, done, len(futures))
+                        _say_done(console, run, done, len(futures), primary)
         except (RunInterrupted, KeyboardInterrupt):
             for future in futures:  # let the other children save their checkpoints
                 if not future.done():
@@ -215,16 +214,15 @@ def _worker_init(threads: int) -> None:
 def _execute_quietly(request: RunRequest) -> RunResult:
     import io
 
-    return execute(request, Console(file=io.StringIO()))
+    result = execute(request, Console(file=io.StringIO()))
+    return dataclasses.replace(result, plan=None)  # what crosses back to the parent process: plain data
 
 
-def _say_done(console: Console, run: ChildRun, n: int, total: int) -> None:
-    from runner.plugins import get_manager
+def _say_done(console: Console, run: ChildRun, n: int, total: int, primary: str) -> None:
     from runner.progress import fmt_value
 
     result = run.result
     assert result is not None
-    primary = get_manager().method(result.resolved.method).primary_metric
     value = result.metrics.get(primary)
     shown = f"{primary} {fmt_value(primary, value)}" if value is not None else result.status
     console.print(f"({n} of {total}) {escape(run.child.label)}: {shown}  run {result.run_id}", highlight=False)
@@ -242,23 +240,22 @@ def run_seeds(req: RunRequest, seeds: list[int], console: Console | None = None)
     """`hw3 run --seeds`: one child run per seed under a parent run that logs each summary
     metric's mean and std. A failed seed ends the whole (its error is the command's)."""
     from runner.plugins import get_manager
-    from runner.run import experiment_name, plan
 
     if req.resume:
         raise ConfigError("--seeds starts new runs; resume each seed's run on its own with --resume RUN_ID")
     if any(k == "seed" for k, _ in req.overrides):
         raise ConfigError("give either --seed or --seeds, not both")
-    manager = get_manager()
-    resolved = plan(req, manager)
-    method_cls = manager.method(req.method)
+    planned = make_plan(req, get_manager())
+    method_cls, resolved = planned.method_cls, planned.resolved
     task, label = resolved.task, ",".join(map(str, seeds))
-    params = {k: v for k, v in resolved.flat().items() if k != "seed"}
+    rec = ParentRecord(req.method, task, seeds)
     parent = Parent(
-        experiment=req.experiment or experiment_name(task),
+        experiment=planned.experiment,
         run_name=req.run_name or f"{req.method}-{task.slug}-seeds{label}",
-        tags={"method": req.method, **task.tags(), "hw3.seeds": label},
-        params={"method": req.method, **task.tags(), "seeds": label, **params},
+        record=rec,
+        params=rec.params({k: v for k, v in resolved.flat().items() if k != "seed"}),
         what="seeds",
+        primary=method_cls.primary_metric,
     )
     children = [
         Child(dataclasses.replace(req, overrides=[*req.overrides, ("seed", seed)], run_name=None), f"seed {seed}")

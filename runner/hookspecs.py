@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import typer
 
     from runner.context import RunContext
-    from runner.datasets import DatasetSpec
+    from runner.datasets import DatasetSpec, DatasetTables
     from runner.method import Method
 
 hookspec = pluggy.HookspecMarker("hw3")
@@ -46,8 +46,11 @@ def hw3_register_methods(register: Callable[[type[Method]], None]) -> None:
 
 
 @hookspec
-def hw3_register_datasets(register: Callable[[DatasetSpec], None]) -> None:
-    """Register datasets: call ``register(DatasetSpec(...))`` for each dataset."""
+def hw3_register_datasets(register: Callable[[DatasetSpec], None], registry: DatasetTables) -> None:
+    """Register datasets: call ``register(DatasetSpec(...))`` for each dataset. `registry` holds
+    the user's `[datasets.NAME]` tables of registry.toml (`registry.datasets`, read from
+    `registry.path`); a plugin that defines datasets there (as `folder` does) reads them here.
+    An implementation may leave the argument out."""
 
 
 @hookspec(firstresult=True)

@@ -32,7 +32,7 @@ from runner.version import __version__
 
 if TYPE_CHECKING:
     from runner.context import RunContext
-    from runner.datasets import DatasetSpec
+    from runner.datasets import DatasetSpec, DatasetTables
 
 ENTRY_POINT_GROUP = "hw3"
 BUILTIN_PACKAGE = "hw3"
@@ -199,7 +199,7 @@ class PluginManager:
                 skip.append(self.pm.get_plugin(name))
 
     # -- registration hooks ------------------------------------------------------------------
-    def _collect(self, hook: str, kind: str, check: Callable[[Any], str]) -> dict[str, Registered]:
+    def _collect(self, hook: str, kind: str, check: Callable[[Any], str], **kwargs: Any) -> dict[str, Registered]:
         offers: list[tuple[Any, str]] = []
 
         def register(obj: Any) -> None:
@@ -210,7 +210,7 @@ class PluginManager:
             else:
                 offers.append((obj, plugin))
 
-        self._call_sparing(hook, offers.clear, register=register)
+        self._call_sparing(hook, offers.clear, register=register, **kwargs)
         # Unique names whatever order pluggy called the plugins in: the first loaded keeps one.
         order = {name: i for i, name in enumerate(self.infos)}
         found: dict[str, Registered] = {}
@@ -237,7 +237,9 @@ class PluginManager:
         if self._datasets is None:
             from runner.datasets import check_dataset_spec
 
-            self._datasets = self._collect("hw3_register_datasets", "dataset", check_dataset_spec)
+            self._datasets = self._collect(
+                "hw3_register_datasets", "dataset", check_dataset_spec, registry=_dataset_tables()
+            )
         return self._datasets
 
     def method(self, name: str) -> type:
@@ -402,6 +404,20 @@ class PluginHookError(Hw3Error):
 def _exc_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _dataset_tables() -> DatasetTables:
+    """registry.toml's dataset tables for the dataset plugins; none when the file does not parse
+    (the command's own reading of it says why, once)."""
+    from runner.config import load_registry
+    from runner.datasets import DatasetTables
+    from runner.errors import ConfigError
+
+    try:
+        registry = load_registry()
+    except ConfigError:
+        return DatasetTables({})
+    return DatasetTables(registry.datasets, registry.path)
 
 
 def builtin_names() -> set[str]:

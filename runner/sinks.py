@@ -1,10 +1,17 @@
 """Where a run's outputs go. The engine writes through `Sink`; the MLflow `Tracker` is one, an
-in-memory `MemorySink` serves tests and embedding, `NullSink` the processes other than rank 0."""
+in-memory `MemorySink` serves tests and embedding, `NullSink` the processes other than rank 0.
+The engine never ends a run: whoever opened it does (`runner.tracking.ending`)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from runner import record
+from runner.errors import RunInterrupted
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +27,9 @@ class Sink(Protocol):
 
     def log_text(self, text: str, path: str) -> None: ...
 
-    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None: ...
+    def log_table(self, table: dict[str, Any], path: str) -> None: ...
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None: ...
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
@@ -33,6 +42,12 @@ def close_figure(fig: Figure) -> None:
 
     if (pyplot := sys.modules.get("matplotlib.pyplot")) is not None:
         pyplot.close(fig)
+
+
+def plain(value: float) -> float:
+    """A logged number as a person reads it: 0.919, not float32's 0.9190000295639038."""
+    value = float(value)
+    return float(f"{value:.7g}") if math.isfinite(value) else value
 
 
 class NullSink:
@@ -50,7 +65,10 @@ class NullSink:
     def log_text(self, text: str, path: str) -> None:
         pass
 
-    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+    def log_table(self, table: dict[str, Any], path: str) -> None:
+        pass
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None:
         pass
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -69,6 +87,7 @@ class MemorySink:
     figures: list[str] = field(default_factory=list)
     images: dict[str, list[int]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     model: Any = None
     status: str = "RUNNING"
@@ -87,7 +106,10 @@ class MemorySink:
     def log_text(self, text: str, path: str) -> None:
         self.texts[path] = text
 
-    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
+    def log_table(self, table: dict[str, Any], path: str) -> None:
+        self.tables[path] = table
+
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None:
         self.model = model
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -99,3 +121,21 @@ class MemorySink:
     def last(self, key: str) -> float:
         """The last value logged for metric `key`."""
         return self.metrics[key][-1][1]
+
+
+@contextlib.contextmanager
+def ending(sink: Any, handle: Any = None) -> Iterator[None]:
+    """End the run `sink` writes to when the block ends: KILLED after Ctrl-C or SIGTERM (a
+    checkpoint was saved), FAILED when anything else is raised, else `handle.status` (FINISHED).
+    The one place a run's final status is decided, for MLflow and the in-memory sinks alike."""
+    try:
+        yield
+    except (RunInterrupted, KeyboardInterrupt):
+        sink.end("KILLED")
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # the store may be the failure; the status still goes
+            sink.set_tags({record.ERROR: (str(exc).strip().splitlines() or [type(exc).__name__])[0][:5000]})
+        sink.end("FAILED")
+        raise
+    sink.end(getattr(handle, "status", "FINISHED"))

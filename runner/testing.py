@@ -243,7 +243,7 @@ class Hw3TestEnv:
         """The splits of `dataset` as a run reads them (its registry options applied, cached),
         before any subset, resizing or channel conversion."""
         from runner.cache import load_dataset
-        from runner.datacmds import context_for
+        from runner.commands.data import context_for
 
         spec = get_manager().dataset(dataset)
         return load_dataset(spec, context_for(spec, None))
@@ -263,7 +263,7 @@ class Hw3TestEnv:
         """Invoke `hw3 ARGS...` in the sandbox; returns click's `Result` (exit_code, stdout, stderr)."""
         from typer.testing import CliRunner
 
-        from runner.cli import app
+        from runner.commands.cli import app
 
         return CliRunner().invoke(app, list(args))
 

@@ -11,14 +11,16 @@ import io
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner import record
 from runner.errors import Hw3Error
+from runner.sinks import ending, plain
 from runner.version import __version__
 
 if TYPE_CHECKING:
@@ -27,8 +29,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 WEIGHTS = "weights"  # a run's artifact folder of plain model weights (state.pt) and how to rebuild them (spec.json)
-CHECKPOINT_TAG = "hw3.checkpoint"
-PROCESS_TAG = "hw3.process"  # PID@HOST:START of the process training the run
+VIEW_KEY = "hw3"  # the experiment's shared UI view (`mlflow.sharedViewState.hw3`) that hw3's links open
 
 
 def tracking_uri() -> str:
@@ -74,7 +75,6 @@ def _retry(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 PROBE_TIMEOUT_S = 5.0
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 def check_scheme(uri: str) -> None:
@@ -134,6 +134,21 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     )
 
 
+@dataclass
+class RunHandle:
+    """An open run: its ID, its experiment, and the status it ends with when its block ends
+    without an exception (FINISHED unless set)."""
+
+    run_id: str
+    experiment_id: str
+    tracker: Any = None
+    status: str = "FINISHED"
+
+    @property
+    def experiment(self) -> str:
+        return self.tracker.experiment_name(self.experiment_id) if self.tracker else ""
+
+
 class Tracker:
     """A thin layer over `MlflowClient`, addressed by run ID (no global active run). Once a run
     is started or reopened it is the engine's `Sink` for that run."""
@@ -185,27 +200,68 @@ class Tracker:
             return []
         return [f"{r.info.run_id} ({r.data.tags.get('method', '?')}, {r.info.status})" for r in runs]
 
-    def start(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> str:
+    def experiment_id(self, name: str) -> str:
+        """The experiment's ID, created (in the UI's training view) when it is new."""
         from mlflow.exceptions import MlflowException
 
         try:
-            exp = _retry(self.client.get_experiment_by_name, experiment)
+            exp = _retry(self.client.get_experiment_by_name, name)
+            if exp is not None:
+                return exp.experiment_id
             # Training runs, not the GenAI view MLflow 3's UI opens new experiments in.
-            kind = {EXPERIMENT_KIND_TAG: "custom_model_development"}
-            exp_id = exp.experiment_id if exp else _retry(self.client.create_experiment, experiment, tags=kind)
+            return _retry(self.client.create_experiment, name, tags={record.EXPERIMENT_KIND: record.TRAINING_KIND})
         except MlflowException as exc:
             if "already exists" not in str(exc):  # another process created it a moment ago
                 raise Hw3Error(f"MLflow at {self.uri}: {str(exc).splitlines()[0]}") from None
-            exp_id = self.client.get_experiment_by_name(experiment).experiment_id
+            return self.client.get_experiment_by_name(name).experiment_id
+        except Hw3Error:
+            raise
         except Exception as exc:
             raise Hw3Error(f"cannot reach the MLflow store {self.uri}: {str(exc).splitlines()[0]}") from None
-        run = self._call(self.client.create_run, exp_id, run_name=run_name, tags=tags)
+
+    def start(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> str:
+        exp_id = self.experiment_id(experiment)
+        run = self._call(self.client.create_run, exp_id, run_name=run_name, tags={**record.origin_tags(), **tags})
         self.run_id = run.info.run_id
+        self.model_id = ""
         return self.run_id
 
     def reopen(self, run_id: str) -> None:
         self.run_id = run_id
+        self.model_id = ""
         self._call(self.client.update_run, run_id, status="RUNNING")
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        experiment: str,
+        run_name: str,
+        rec: record.RunRecord | record.ParentRecord,
+        *,
+        params: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        resume: str = "",
+        columns: tuple[str, ...] = (),
+    ) -> Iterator[RunHandle]:
+        """The one place a run begins and ends: start it (tags, params, config.json) or reopen the
+        one being resumed, and end it on the way out: FINISHED, KILLED after Ctrl-C or SIGTERM,
+        FAILED for anything else raised inside the block (or what `handle.status` was set to).
+        `columns`: the metrics the experiment's runs table shows first (its shared view)."""
+        if resume:
+            self.reopen(resume)
+            if isinstance(rec, record.RunRecord):
+                self.set_tags(rec.changing_tags())
+        else:
+            self.start(experiment, run_name, rec.tags())
+            if params:
+                self.log_params(params)
+            if config is not None:
+                self.log_dict(config, "config.json")
+        handle = RunHandle(self.run_id, self.experiment_of(self.run_id), self)
+        if columns:
+            self.share_view(handle.experiment_id, columns)
+        with ending(self, handle):
+            yield handle
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -221,10 +277,13 @@ class Tracker:
         self._call(self.client.log_batch, self.run_id, tags=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Metrics at `step`, rounded to what a person reads; once the run has logged its model,
+        linked to it (the model's page in the UI lists them)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        model = getattr(self, "model_id", "") or None
+        items = [Metric(k, plain(v), now, step, model_id=model) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
             self._call(self.client.log_batch, self.run_id, metrics=items[i : i + 1000])
 
@@ -233,6 +292,22 @@ class Tracker:
 
     def log_text(self, text: str, path: str) -> None:
         self._call(self.client.log_text, self.run_id, text, path)
+
+    def log_table(self, table: dict[str, Any], path: str) -> None:
+        """A table ({"columns": [...], "data": [[...], ...]}) the UI shows as one. MLflow appends to
+        a table already logged under `path`, and a method's tables hold every epoch so far, so a
+        resumed run that logged it before adds only the rows beyond those."""
+        import pandas as pd
+
+        logged = 0
+        folder = path.rpartition("/")[0] or None
+        if any(a.path == path for a in self._call(self.client.list_artifacts, self.run_id, folder)):
+            with tempfile.TemporaryDirectory() as tmp:
+                done = json.loads(Path(self.client.download_artifacts(self.run_id, path, tmp)).read_text())
+            logged = len(done.get("data", []))
+        rows = [[plain(v) if isinstance(v, float) else v for v in row] for row in table["data"][logged:]]
+        if rows:
+            self._call(self.client.log_table, self.run_id, pd.DataFrame(rows, columns=table["columns"]), path)
 
     def log_figure(self, fig: Figure, path: str) -> None:
         from runner.sinks import close_figure
@@ -244,8 +319,9 @@ class Tracker:
         """One picture of a step-indexed series (the MLflow UI shows it with a step slider)."""
         self._call(self.client.log_image, self.run_id, image, key=key, step=step)
 
-    def log_model(self, model: torch.nn.Module, example: torch.Tensor) -> None:
-        """The trained network as an MLflow PyTorch model (`runs:/<id>/model`) that loads back."""
+    def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None:
+        """The trained network as an MLflow PyTorch model (`runs:/<id>/model`) that loads back,
+        at `step` (the epoch: a resumed run's models tell apart); metrics logged after it link to it."""
         import mlflow
         import torch
 
@@ -259,7 +335,7 @@ class Tracker:
         buf = io.StringIO()  # mlflow prints signature warnings; keep the terminal clean
         # Redirect outside the run: ending it prints a "View run" link for a server, and end() prints one too.
         with _redirect(buf), mlflow.start_run(run_id=self.run_id):
-            mlflow.pytorch.log_model(
+            info = mlflow.pytorch.log_model(
                 model.cpu().eval(),  # a copy: the run's own network stays where it is, in its mode
                 name="model",
                 input_example=example.cpu().numpy(),
@@ -267,10 +343,90 @@ class Tracker:
                 # Pickled, so it loads back as the real module class with any batch size;
                 # torch.export's pt2 takes ten times longer and fixes the example's shapes.
                 serialization_format="pickle",
+                step=step,
+                tags={"epochs": str(step)},
             )
+        self.model_id = getattr(info, "model_id", "") or ""
 
     def end(self, status: str) -> None:
         self._call(self.client.set_terminated, self.run_id, status=status)
+
+    # -- reads: every MLflow query hw3 makes -------------------------------------------------------
+    def experiment_of(self, run_id: str) -> str:
+        return self.find_run(run_id, "run").info.experiment_id
+
+    def experiment_name(self, experiment_id: str) -> str:
+        return self._call(self.client.get_experiment, experiment_id).name
+
+    def search(
+        self, where: str = "", *, experiments: str = "", status: str = "", limit: int = 5000
+    ) -> list[Any]:
+        """Runs newest first: those matching MLflow filter `where`, in experiments whose names
+        start with `experiments` (every one when empty), with `status` when given."""
+        exps = self.experiment_ids(experiments)
+        if not exps:
+            return []
+        clauses = [c for c in (where, f"attributes.status = '{status}'" if status else "") if c]
+        return self._call(
+            self.client.search_runs,
+            exps,
+            filter_string=" and ".join(clauses),
+            max_results=limit,
+            order_by=["attributes.start_time DESC"],
+        )
+
+    def experiment_ids(self, prefix: str = "") -> list[str]:
+        """The experiments whose names start with `prefix`."""
+        try:
+            return [e.experiment_id for e in self.client.search_experiments() if e.name.startswith(prefix)]
+        except Exception as exc:
+            raise Hw3Error(f"MLflow store {self.uri}: cannot list experiments: {_why(exc)}") from None
+
+    def record(self, run_id: str) -> record.RunRecord:
+        return record.RunRecord.from_run(self.find_run(run_id, "run"))
+
+    def artifact(self, run_id: str, path: str, dst: str | None = None) -> Path:
+        """A run's artifact as a local file (downloaded from a server)."""
+        return Path(self._call(self.client.download_artifacts, run_id, path, dst))
+
+    def artifacts(self, run_id: str, folder: str) -> list[str]:
+        """The file names in a run's artifact folder."""
+        return [a.path.rsplit("/", 1)[-1] for a in self._call(self.client.list_artifacts, run_id, folder)]
+
+    def metric_history(self, run_id: str, key: str) -> list[float]:
+        return [m.value for m in sorted(self._call(self.client.get_metric_history, run_id, key), key=lambda m: m.step)]
+
+    def config_of(self, run_id: str) -> dict[str, Any]:
+        """The resolved config a run logged (`config.json`)."""
+        try:
+            return json.loads(self.artifact(run_id, "config.json").read_text())
+        except Exception:
+            raise Hw3Error(f"run {run_id} has no config.json artifact; it was not made by hw3 run") from None
+
+    # -- what a person sees in the UI ----------------------------------------------------------------
+    def share_view(self, experiment_id: str, columns: tuple[str, ...]) -> None:
+        """The experiment's runs table as hw3's links open it: its metrics beside the run names,
+        newest first (MLflow's shared view, an experiment tag the UI reads through `viewStateShareKey`)."""
+        view = {
+            "orderByKey": "attributes.start_time",
+            "orderByAsc": False,
+            "selectedColumns": [
+                "attributes.`Source`",
+                "attributes.`Models`",
+                *(f"metrics.`{key}`" for key in columns),
+            ],
+        }
+        # A store that refuses experiment tags still has the runs; the link just opens plainer.
+        with contextlib.suppress(Exception):
+            self.client.set_experiment_tag(experiment_id, record.SHARED_VIEW + VIEW_KEY, json.dumps(view))
+
+    def link(self, experiment_id: str, run_id: str = "") -> str:
+        """Where a person sees a run: the experiment's runs table in the training view (MLflow 3
+        opens its GenAI view without `workflowType`), or one run's page."""
+        base = "http://127.0.0.1:5000" if not self.uri.startswith("http") else self.uri.rstrip("/")
+        if run_id:
+            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+        return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
     def load_model(self, run_id: str, rebuild: Callable[[dict], torch.nn.Module] | None = None) -> torch.nn.Module:
         """The network a finished run logged, on the CPU in eval mode: rebuilt by `rebuild` from its
@@ -281,8 +437,10 @@ class Tracker:
         import mlflow
         import torch
 
+        from runner import legacy
+
         run = self.find_run(run_id, "run")  # a clear error for an unknown run
-        status, method = run.info.status, run.data.tags.get("method", "METHOD")
+        status, method = run.info.status, run.data.tags.get(record.METHOD, "METHOD")
         if status != "FINISHED":
             why = {
                 "KILLED": f"it was interrupted and has no model yet; finish it with hw3 run {method} --resume {run_id}",
@@ -309,7 +467,8 @@ class Tracker:
                 "runs code from the tracking store: set HW3_TRUST_PICKLES=1 if you trust everyone who can write there"
             )
         try:
-            model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+            # Models logged by hw3 0.1 name classes by modules that have since moved: runner.legacy maps them.
+            model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu", pickle_module=legacy)
         except Exception as exc:
             raise Hw3Error(f"run {run_id}: its model could not be loaded ({str(exc).splitlines()[0]})") from None
         return model.eval()
@@ -341,7 +500,7 @@ def reap_orphans(tracker: Tracker, console: Any = None) -> list[str]:
         return []  # a store that cannot be searched has nothing to tidy; the command's own work reports it
     reaped = []
     for run in runs:
-        tag = run.data.tags.get(PROCESS_TAG)
+        tag = run.data.tags.get(record.PROCESS)
         if tag and process_alive(tag) is False:
             try:
                 tracker.client.set_terminated(run.info.run_id, status="KILLED")
@@ -349,25 +508,13 @@ def reap_orphans(tracker: Tracker, console: Any = None) -> list[str]:
                 continue
             reaped.append(run.info.run_id)
             if console is not None:
-                method = run.data.tags.get("method", "METHOD")
+                method = run.data.tags.get(record.METHOD, "METHOD")
                 console.print(
                     f"[yellow]run {run.info.run_id} was RUNNING but its process ({tag}) is gone: marked KILLED; "
                     f"resume it with hw3 run {method} --resume {run.info.run_id}",
                     highlight=False,
                 )
     return reaped
-
-
-def version_tags() -> dict[str, str]:
-    import mlflow
-    import torch
-
-    return {
-        "hw3.version": __version__,
-        "torch.version": torch.__version__,
-        "mlflow.version": mlflow.__version__,
-        "python.version": platform.python_version(),
-    }
 
 
 class _redirect:

@@ -280,7 +280,7 @@ def test_seeds_make_child_runs_under_a_parent_with_mean_and_std(client) -> None:
 def test_report_builds_the_table_from_runs_and_writes_markdown(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from runner.cli import app
+    from runner.commands.cli import app
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'report.db'}")
     small = [*SMALL, ("epochs", "1"), ("tsne_points", "100")]
@@ -309,7 +309,7 @@ def test_report_builds_the_table_from_runs_and_writes_markdown(tmp_path, monkeyp
 def test_tsne_for_a_finished_run_is_logged_to_it(client) -> None:
     from typer.testing import CliRunner
 
-    from runner.cli import app
+    from runner.commands.cli import app
 
     run = quiet(RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")]))
     assert not any(a.path.startswith("figures/tsne") for a in client.list_artifacts(run.run_id, "figures"))

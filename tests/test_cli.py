@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.commands.cli import app
 
 runner = CliRunner()
 
@@ -57,11 +57,11 @@ def test_show_lists_keys_values_and_origins() -> None:
 
 
 def test_show_with_the_paper_preset_names_every_difference_from_the_defaults() -> None:
+    from runner.plan import RunRequest, make_plan
     from runner.plugins import get_manager
-    from runner.run import RunRequest, plan
 
-    default = plan(RunRequest("dann"), get_manager()).method_config
-    paper = plan(RunRequest("dann", preset="paper"), get_manager()).method_config
+    default = make_plan(RunRequest("dann"), get_manager()).resolved.method_config
+    paper = make_plan(RunRequest("dann", preset="paper"), get_manager()).resolved.method_config
     differ = [k for k in vars(default) if getattr(default, k) != getattr(paper, k)]
     assert {"optimizer", "lr", "batch_norm", "target_bn"} <= set(differ)  # the paper's SGD, no BN, no AdaBN
     result = invoke("show", "dann", "--preset", "paper")

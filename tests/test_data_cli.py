@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.commands.cli import app
 from runner.plugins import reset_manager
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.commands.cli import app
 from runner.data import BatchStream, Split
 from runner.distributed import without_option
 from runner.run import RunRequest, execute

@@ -19,7 +19,7 @@ import torch
 from helpers import patient
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.commands.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(tmp_path: Path, cli
         [
             sys.executable,
             "-c",
-            "from runner.cli import main; main()",
+            "from runner.commands.cli import main; main()",
             "run",
             "baseline",
             "--epochs",
@@ -206,7 +206,7 @@ def test_wheel_carries_the_registry_and_the_builtin_entry_points(tmp_path: Path)
     assert lines[0].startswith(str(target)) and lines[1] == str(target / "runner" / "registry.toml")
     assert "baseline" in lines[2]
     listing = subprocess.run(
-        [sys.executable, "-c", "from runner.cli import main; main()", "list"],
+        [sys.executable, "-c", "from runner.commands.cli import main; main()", "list"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -224,7 +224,7 @@ def test_concurrent_runs_on_a_new_sqlite_store_all_land(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-c",
-        "from runner.cli import main; main()",
+        "from runner.commands.cli import main; main()",
         "run",
         "baseline",
         "--epochs",

@@ -18,8 +18,9 @@ from runner.datasets import Split
 from runner.engine import fit
 from runner.errors import RunFailed, RunInterrupted
 from runner.method import Method
+from runner.prepare import make_context
 from runner.settings import RunSettings
-from runner.sinks import MemorySink
+from runner.sinks import MemorySink, ending
 
 
 class Line(Method):
@@ -57,12 +58,18 @@ def context(tmp_path: Path, epochs: int = 3) -> RunContext:
     settings = RunSettings(epochs=epochs, batch_size=8, log_every=2, checkpoint_dir=str(tmp_path), tsne_points=0)
     resolved = ResolvedConfig("line", settings, Line.Config(), Task.single("toy"))
     domains = {"data": Domain("toy", toy(64, 0), toy(32, 1), ("a", "b"))}
-    return RunContext(resolved, torch.device("cpu"), domains, run_id="unit")
+    return make_context(resolved, domains, run_id="unit")
+
+
+def fit_and_end(method: Method, ctx: RunContext, sink: MemorySink, **kw):  # type: ignore[no-untyped-def]
+    """`fit`, then the run ended as its owner (the tracker's `open`) ends it."""
+    with ending(sink):
+        return fit(method, ctx, sink, **kw)
 
 
 def run(tmp_path: Path, method: Method | None = None, **kw) -> tuple[MemorySink, dict[str, float]]:
     sink = MemorySink()
-    result = fit(method or Line(Line.Config()), context(tmp_path), sink, **kw)
+    result = fit_and_end(method or Line(Line.Config()), context(tmp_path), sink, **kw)
     return sink, result.metrics
 
 
@@ -81,7 +88,7 @@ def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path: Path) -
     stopped.stop_at = 11  # 8 steps per epoch: epoch 2, step 3
     sink = MemorySink()
     with pytest.raises(RunInterrupted, match="interrupted at epoch 2, step 3") as info:
-        fit(stopped, context(tmp_path / "cut"), sink)
+        fit_and_end(stopped, context(tmp_path / "cut"), sink)
     assert sink.status == "KILLED" and info.value.run_id == "unit"
     state = load(checkpoint_path(str(tmp_path / "cut"), "unit"))
     assert (state.epoch, state.step, state.step_in_epoch) == (1, 11, 3)
@@ -94,7 +101,7 @@ def test_a_non_finite_loss_stops_the_run_failed_and_keeps_the_last_good_checkpoi
     method.nan_at = 12
     sink = MemorySink()
     with pytest.raises(RunFailed, match="'loss' became nan at epoch 2, step 4; .*the last good checkpoint is kept"):
-        fit(method, context(tmp_path), sink)
+        fit_and_end(method, context(tmp_path), sink)
     assert sink.status == "FAILED" and "became nan" in sink.texts["error.txt"] and "hw3.error" in sink.tags
     assert load(checkpoint_path(str(tmp_path), "unit")).epoch == 1  # the NaN step was never saved
 
@@ -103,7 +110,7 @@ def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path: Pa
     method = Line(Line.Config())
     method.nan_at = 3
     with pytest.raises(RunFailed, match="no checkpoint was written yet"):
-        fit(method, context(tmp_path), MemorySink())
+        fit_and_end(method, context(tmp_path), MemorySink())
     assert not checkpoint_path(str(tmp_path), "unit").exists()
 
 
@@ -114,7 +121,7 @@ def test_a_method_exception_is_failed_with_its_traceback_and_owner(tmp_path: Pat
 
     sink = MemorySink()
     with pytest.raises(RunFailed, match="method 'line' \\(plugin 'p', pkg\\) raised ValueError: shapes do not match"):
-        fit(Broken(Line.Config()), context(tmp_path), sink, owner="method 'line' (plugin 'p', pkg)")
+        fit_and_end(Broken(Line.Config()), context(tmp_path), sink, owner="method 'line' (plugin 'p', pkg)")
     assert sink.status == "FAILED" and "Traceback" in sink.texts["error.txt"]
 
 

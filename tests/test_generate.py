@@ -12,8 +12,7 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from runner.cli import app
-from runner.context import RunContext
+from runner.commands.cli import app
 from runner.generate import Discriminator, Generator, frechet_distance, kernel_distance, layout
 from runner.run import RunRequest, execute
 
@@ -87,14 +86,13 @@ def test_quality_metrics_put_real_images_far_closer_than_an_untrained_generator(
     from plugins.methods.gan import Gan
     from runner.data import to_unit_range
     from runner.generate import features
+    from runner.plan import make_plan
     from runner.plugins import get_manager
-    from runner.run import load_domains, plan
+    from runner.prepare import load_domains, make_context
 
     manager = get_manager()
-    resolved = plan(RunRequest("gan", overrides=TINY), manager)
-    ctx = RunContext(
-        resolved=resolved, device=torch.device("cpu"), domains=load_domains(resolved, manager, None, "cpu")
-    )
+    resolved = make_plan(RunRequest("gan", overrides=TINY), manager).resolved
+    ctx = make_context(resolved, load_domains(resolved, manager, None, torch.device("cpu")))
     untrained = Gan(resolved.method_config)
     untrained.setup(ctx)
     noise = untrained.summarize(ctx)["quality/fd"]

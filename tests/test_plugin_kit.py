@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from plugins.methods.baseline import Baseline
 from runner import hookimpl, testing
-from runner.cli import app
+from runner.commands.cli import app
 from runner.errors import Hw3Error
 from runner.plugins import get_manager
 from runner.testing import TINY_PAIR, TINY_SOURCE, TINY_TARGET, isolated, smoke_run

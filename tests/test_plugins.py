@@ -157,7 +157,7 @@ def test_load_plugins_env_chooses_third_party_plugins(third_party: Path, monkeyp
 
 def test_broken_plugin_leaves_the_cli_working(third_party: Path) -> None:
     env = {"PYTHONPATH": str(third_party), "PATH": ""}
-    hw3 = [sys.executable, "-c", "from runner.cli import main; main()"]
+    hw3 = [sys.executable, "-c", "from runner.commands.cli import main; main()"]
     listing = subprocess.run([*hw3, "list"], capture_output=True, text=True, env=env, timeout=120)
     assert listing.returncode == 0, listing.stderr
     assert "extra" in listing.stdout and "baseline" in listing.stdout

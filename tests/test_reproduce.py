@@ -12,10 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from runner import hookimpl
-from runner.cli import app
+from runner.commands.cli import app
+from runner.commands.reproduce import reproduce
 from runner.errors import RunInterrupted
 from runner.plugins import registered
-from runner.reproduce import ITEM_TAG, SUITE_TAG, reproduce
+from runner.record import SUITE as SUITE_TAG
+from runner.record import SUITE_ITEM as ITEM_TAG
 
 SUITE = """
 [suites.tiny]
@@ -104,8 +106,8 @@ def test_list_shows_the_suites() -> None:
 
 
 def test_a_suites_seeds_repeat_each_run_that_names_no_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner.commands.reproduce import load_suite
     from runner.errors import ConfigError
-    from runner.reproduce import load_suite
 
     user = tmp_path / "registry.toml"
     user.write_text(

@@ -13,7 +13,7 @@ from helpers import MethodsPlugin, run_baseline
 from typer.testing import CliRunner
 
 from runner import DatasetSpec, Split, hookimpl
-from runner.cli import app
+from runner.commands.cli import app
 from runner.errors import Hw3Error
 from runner.plugins import registered
 from runner.run import RunRequest, execute
@@ -98,7 +98,7 @@ def test_a_registry_that_does_not_parse_is_said_once(tmp_path: Path) -> None:
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", "from runner.cli import main; main()", "run", "baseline"],
+        [sys.executable, "-c", "from runner.commands.cli import main; main()", "run", "baseline"],
         capture_output=True,
         text=True,
         env={**os.environ, "HW3_REGISTRY": str(bad)},
@@ -238,7 +238,8 @@ def test_a_method_declares_its_own_run_defaults_shown_with_their_origin() -> Non
 
 
 def test_a_run_killed_without_a_word_is_marked_killed_by_the_next_command(client) -> None:
-    from runner.tracking import PROCESS_TAG, Tracker, reap_orphans
+    from runner.record import PROCESS as PROCESS_TAG
+    from runner.tracking import Tracker, reap_orphans
 
     result = run_baseline(*TINY)
     client.set_terminated(result.run_id, status="RUNNING")

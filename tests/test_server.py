@@ -134,7 +134,7 @@ def test_a_run_lands_on_the_tracking_server(
 def test_an_unreachable_server_is_one_line_before_training(
     monkeypatch: pytest.MonkeyPatch, restore_mlflow_uri: None, tmp_path: Path
 ) -> None:
-    from runner.cli import app
+    from runner.commands.cli import app
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

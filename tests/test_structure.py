@@ -1,11 +1,14 @@
 """The core's shape: dependencies point one way. No module of `runner/` imports the built-in
-`plugins` package (built-ins import the core as a third party does), and the core's modules
-import each other without cycles, counting imports inside functions (not those only for type
-checkers, under `if TYPE_CHECKING:`)."""
+`plugins` package (built-ins import the core as a third party does, through its public modules
+alone), the core's modules import each other without cycles, and each imports only its own
+layer and those below it: kernel < toolkits (runner.adapt, runner.generate) < run machinery <
+commands. Imports inside functions count; those only for type checkers (under
+`if TYPE_CHECKING:`) do not. Every `hw3.*` tag and param name is spelled in runner/record.py alone."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +100,86 @@ def test_the_core_has_no_import_cycle() -> None:
     graph, _ = import_graph()
     assert len(graph) > 30 and sum(map(len, graph.values())) > 100  # the graph was really read
     assert cycles(graph) == []
+
+
+# The layers, lowest first; a module not named here is kernel. Each may import its own and lower ones.
+RUN_MACHINERY = {"runner.plan", "runner.prepare", "runner.run", "runner.plugins", "runner.fanout"}
+COMMANDS = {"runner.commands", "runner.testing", "runner.__main__"}
+TOOLKITS = {"runner.adapt", "runner.generate"}
+LAYERS = ("kernel", "toolkit", "run", "commands")
+# What built-in plugins (and the docs' third parties) may import of the core.
+PUBLIC = {
+    "runner", "runner.adapt", "runner.generate", "runner.data", "runner.figures", "runner.record", "runner.testing",
+}  # fmt: skip
+
+
+def layer_of(module: str) -> str:
+    def within(names: set[str]) -> bool:
+        return any(module == n or module.startswith(n + ".") for n in names)
+
+    if within(COMMANDS):
+        return "commands"
+    if within(RUN_MACHINERY):
+        return "run"
+    return "toolkit" if within(TOOLKITS) else "kernel"
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    return sorted(
+        f"{m} ({layer_of(m)}) imports {t} ({layer_of(t)})"
+        for m, targets in graph.items()
+        for t in targets
+        if rank[layer_of(t)] > rank[layer_of(m)]
+    )
+
+
+def non_public_imports(root: Path) -> list[str]:
+    """Imports of core modules outside `PUBLIC` in the Python files under `root`."""
+    mods = core_modules()
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for target in runtime_imports(ast.parse(path.read_text(), str(path))):
+            if target in mods and target not in PUBLIC and target.rsplit(".", 1)[0] not in PUBLIC - {"runner"}:
+                found.append(f"{path.relative_to(ROOT)} imports {target}")
+    return found
+
+
+def test_each_layer_imports_only_itself_and_the_layers_below() -> None:
+    graph, _ = import_graph()
+    assert {layer_of(m) for m in graph} == set(LAYERS)  # every layer was found
+    assert layer_violations(graph) == []
+
+
+def test_built_in_plugins_import_only_the_public_modules() -> None:
+    assert non_public_imports(ROOT / "plugins") == []
+
+
+def test_the_layer_check_catches_a_toolkit_above_its_station() -> None:
+    graph = {"runner.adapt.features": {"runner.run", "runner.config"}, "runner.run": {"runner.commands.cli"}}
+    assert layer_violations({**{m: set() for m in ("runner.config", "runner.commands.cli")}, **graph}) == [
+        "runner.adapt.features (toolkit) imports runner.run (run)",
+        "runner.run (run) imports runner.commands.cli (commands)",
+    ]
+
+
+def tag_names_outside_the_schema() -> list[str]:
+    """String constants shaped like an hw3 tag or param name (`hw3.row`, `hw3.grid.lr`) anywhere
+    in the core, the built-in plugins or the bench scripts but runner/record.py."""
+    found = []
+    for folder in ("runner", "plugins", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "runner" / "record.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+                if re.fullmatch(r"hw3\.[a-z_.]+", text) or text.startswith("mlflow.parentRunId"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_no_tag_or_param_name_is_spelled_outside_the_schema() -> None:
+    assert tag_names_outside_the_schema() == []
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:

@@ -13,11 +13,11 @@ from helpers import InterruptAt, MethodsPlugin, NanAt
 from rich.console import Console
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.commands.cli import app
+from runner.commands.sweep import metric_prefix, parse_grid, run_sweep
 from runner.errors import RunInterrupted
 from runner.plugins import registered
 from runner.run import RunRequest
-from runner.sweep import metric_prefix, parse_grid, run_sweep
 
 TINY = [("epochs", "1"), ("train_subset", "256"), ("test_subset", "300"), ("tsne_points", "0"), ("log_every", "4")]
 TINY_ARGS = [f"--set={k}={v}" for k, v in TINY]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runner.cli import app
+from runner.commands.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "hw3-coral"
@@ -52,7 +52,7 @@ class Venv:
         )
 
     def hw3(self, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-        return self.run("-c", "from runner.cli import main; main()", *args, cwd=cwd, **env)
+        return self.run("-c", "from runner.commands.cli import main; main()", *args, cwd=cwd, **env)
 
     def pip_install(self, *paths: Path, cwd: Path) -> None:
         # Offline when the packages' build backend (hatchling, as hw3's) is importable here;

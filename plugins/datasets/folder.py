@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from plugins.datasets.readers import IMAGE_SUFFIXES, read_class_folders, read_csv_split, read_table, tree_fingerprint
-from runner import DataContext, DataError, DatasetSpec, Split, hookimpl
-from runner.errors import ConfigError
+from runner import ConfigError, DataContext, DataError, DatasetSpec, Split, hookimpl
+from runner.data import DatasetTables
 
 KNOWN_KEYS = {"folder", "channels", "classes", "description"}
 
@@ -95,19 +95,14 @@ def folder_spec(name: str, folder: Path, channels: int = 3, classes: tuple[str, 
 
 
 @hookimpl
-def hw3_register_datasets(register: Any) -> None:
-    from runner.config import load_registry
-
-    try:
-        registry = load_registry()
-    except ConfigError:
-        return  # a registry file that does not parse is the command's own error, said once, not this plugin's
+def hw3_register_datasets(register: Any, registry: DatasetTables) -> None:
+    """The folder datasets registry.toml names (`[datasets.NAME]` with a `folder` key)."""
     for name, table in registry.datasets.items():
         if "folder" not in table:
             continue
         unknown = set(table) - KNOWN_KEYS
         if unknown:
-            where = f"{registry.path} [datasets.{name}]"
+            where = f"{registry.path or 'registry.toml'} [datasets.{name}]"
             keys = ", ".join(sorted(KNOWN_KEYS))
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} for a folder dataset; use {keys}")
         classes = tuple(str(c) for c in table["classes"]) if "classes" in table else None

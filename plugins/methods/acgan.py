@@ -10,11 +10,15 @@ with `attribute=NAME`, one binary attribute of a faces dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner import hookimpl, option
-from runner.errors import ConfigError
+from runner import ConfigError, hookimpl, option
 from runner.generate import GanConfig, GenerativeMethod
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from runner import Batch, RunContext
 
 
 @dataclass
@@ -37,12 +41,12 @@ class Acgan(GenerativeMethod[AcganConfig]):
     summary_metrics = ("quality/fd", "quality/kid", "quality/classifier_acc")
     conditional = True
 
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: RunContext) -> None:
         if self.config.attribute:
             relabel(ctx, self.config.attribute)
         super().setup(ctx)
 
-    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         import torch
         from torch.nn.functional import cross_entropy
 
@@ -76,7 +80,7 @@ class Acgan(GenerativeMethod[AcganConfig]):
         keys = ("d_loss", "g_loss", "d_x", "d_g_z", "aux_acc", "aux_fake_acc")
         return self.after_step(ctx, dict(zip(keys, values, strict=True)))
 
-    def figures(self, ctx: Any) -> dict[str, Any]:
+    def figures(self, ctx: RunContext) -> dict[str, Figure]:
         """Adds one noise vector drawn with each label: pairs for a binary attribute (the
         report's figure 4), a row per class for digits."""
         import torch
@@ -99,7 +103,7 @@ class Acgan(GenerativeMethod[AcganConfig]):
         return figs
 
 
-def relabel(ctx: Any, attribute: str) -> None:
+def relabel(ctx: RunContext, attribute: str) -> None:
     """Make binary `attribute` the label of the run's data (train and test)."""
     from dataclasses import replace
 

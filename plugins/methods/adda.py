@@ -29,23 +29,18 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from runner import hookimpl, option
-from runner.adapt import AdaptMethod, load_classifier
-from runner.errors import ConfigError, Hw3Error
+from runner import ConfigError, Hw3Error, hookimpl, option
+from runner.adapt import AdaptMethod, ClassifierConfig, load_classifier
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from runner import Batch, RunContext
+
 
 @dataclass
-class AddaConfig:
-    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
-        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
-    )
-    batch_norm: bool = option(True, "batch norm in the encoders and classifier")
-    dropout: float = option(
-        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
-    )
+class AddaConfig(ClassifierConfig):
+    # arch, batch_norm, dropout and augment (of both domains) are the shared ones; its three Adams' rates follow.
     pretrain_epochs: int = option(
         -1,
         "epochs of source training before adaptation (-1: the first half of the run's steps; not with source_run)",
@@ -59,9 +54,6 @@ class AddaConfig:
     lr_decay: bool = option(True, "cosine decay of each stage's learning rates to zero over that stage")
     align: Literal["features", "penultimate"] = option(
         "penultimate", "what the target encoder maps: the convolutional features, or the label head's last hidden layer"
-    )
-    augment: bool = option(
-        True, "random affine, intensity and inversion augmentation of both domains (false: as the paper)"
     )
     im_weight: float = option(
         0.0,
@@ -87,8 +79,8 @@ class Adda(AdaptMethod[AddaConfig]):
                 f"epochs={settings.epochs}; raise --epochs or lower pretrain_epochs (-1: half the run)"
             )
 
-    def setup(self, ctx: Any) -> None:
-        import torch
+    def setup(self, ctx: RunContext) -> None:
+        from runner.adapt import make_optimizer
 
         c = self.config
         # The stage switch counts steps, so a one-epoch run pretrains for half of it, then adapts.
@@ -107,9 +99,9 @@ class Adda(AdaptMethod[AddaConfig]):
             nn.Sequential(nn.Linear(width, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1))
         )
         betas = (0.5, 0.999)
-        self.opt_source = torch.optim.Adam(self.net.parameters(), lr=c.lr_source)
-        self.opt_target = torch.optim.Adam(self.target.parameters(), lr=c.lr_target, betas=betas)
-        self.opt_disc = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_disc, betas=betas)
+        self.opt_source = make_optimizer(self.net.parameters(), "adam", c.lr_source)
+        self.opt_target = make_optimizer(self.target.parameters(), "adam", c.lr_target, betas=betas)
+        self.opt_disc = make_optimizer(self.discriminator.parameters(), "adam", c.lr_disc, betas=betas)
         self.adapting = bool(c.source_run)
         self.start_augmenting(ctx)
 
@@ -150,7 +142,7 @@ class Adda(AdaptMethod[AddaConfig]):
     def encoder(self, role: str) -> nn.Module:
         return self.target if role == "target" and self.adapting else self.source_encoder
 
-    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         import torch
         import torch.nn.functional as F
 
@@ -201,7 +193,7 @@ class Adda(AdaptMethod[AddaConfig]):
             **({"loss/im": stats[3]} if c.im_weight else {}),
         }
 
-    def schedule(self, ctx: Any) -> None:
+    def schedule(self, ctx: RunContext) -> None:
         """Set this step's learning rates: each stage decays its own from the configured value."""
         c = self.config
         start = 0 if c.source_run else self.pretrain_steps
@@ -247,12 +239,3 @@ def _baseline_weights(run_id: str) -> dict[str, Any]:
 @hookimpl
 def hw3_register_methods(register: Any) -> None:
     register(Adda)
-
-
-def __getattr__(name: str) -> Any:
-    # Models logged by hw3 0.1 pickled ADDA's classifier as plugins.methods.adda.Composed.
-    if name == "Composed":
-        from runner.adapt import Composed
-
-        return Composed
-    raise AttributeError(name)

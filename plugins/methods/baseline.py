@@ -7,29 +7,20 @@ labels) the upper bound, `both` the two domains' labels pooled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner import ReportRow, hookimpl, option
-from runner.adapt import AdaptMethod
+from runner.adapt import AdaptMethod, OptimizedClassifierConfig
+
+if TYPE_CHECKING:
+    from runner import Batch, RunContext
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(OptimizedClassifierConfig):
     train_on: Literal["source", "target", "both"] = option("source", "domain(s) whose labels train the classifier")
-    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
-        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
-    )
-    batch_norm: bool = option(True, "batch norm after each layer (false: the paper's exact layers)")
-    dropout: float = option(
-        0.0, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
-    )
-    optimizer: Literal["adam", "sgd"] = option("adam", "adam, or sgd with momentum 0.9")
-    lr: float = option(1e-3, "learning rate", gt=0)
     weight_decay: float = option(5e-4, "L2 weight decay", ge=0)
     lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
-    augment: bool = option(
-        True, "random affine, intensity and inversion augmentation of the training images (false: as the paper)"
-    )
 
 
 class Baseline(AdaptMethod[BaselineConfig]):
@@ -50,22 +41,19 @@ class Baseline(AdaptMethod[BaselineConfig]):
             "target": ReportRow("target only", place=2),
         }.get(self.config.train_on)
 
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: RunContext) -> None:
         import torch
         from torch import nn
 
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # stays in train mode; evaluate() restores it
-        if c.optimizer == "adam":
-            self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        else:
-            self.opt = torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+        self.opt = self.make_optimizer(self.net.parameters())
         if c.lr_decay:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=ctx.total_steps)
         self.loss = nn.CrossEntropyLoss()
         self.start_augmenting(ctx)
 
-    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         import torch
 
         parts = list(batch.values())

@@ -29,25 +29,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner import hookimpl, option
-from runner.adapt import AdaptMethod
+from runner.adapt import AdaptMethod, OptimizedClassifierConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from runner import Batch, RunContext
 
 
 @dataclass
-class DannConfig:
-    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
-        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
-    )
-    batch_norm: bool = option(True, "batch norm in the feature extractor and label head")
+class DannConfig(OptimizedClassifierConfig):
+    # Declared again for DANN's defaults; arch, batch_norm, optimizer and weight_decay are the shared ones.
     dropout: float = option(
         0.5, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
     )
-    optimizer: Literal["sgd", "adam"] = option("adam", "adam, or sgd with momentum 0.9 (the paper)")
+    augment: bool = option(
+        False, "random affine, intensity, inversion and noise augmentation of both domains (the paper: none)"
+    )
     lr: float = option(3e-3, "learning rate (mu_0 when annealed; the paper: 0.01 with sgd)", gt=0)
     lr_schedule: bool = option(False, "anneal the learning rate as mu_0 / (1 + 10 p)^0.75 (the paper)")
-    weight_decay: float = option(0.0, "L2 weight decay", ge=0)
     grl_weight: float = option(1.0, "the largest gradient-reversal weight lambda", ge=0)
     grl_schedule: bool = option(True, "ramp lambda as 2 / (1 + exp(-10 p)) - 1 (false: constant)")
     domain_weight: float = option(1.0, "weight of the domain loss in the total", ge=0)
@@ -59,9 +62,6 @@ class DannConfig:
         "per_domain",
         "the domain classifier sees one source+target batch, or each domain's batch on its own (its batch norm "
         "then cannot tell the domains apart by their means)",
-    )
-    augment: bool = option(
-        False, "random affine, intensity and inversion augmentation of both domains (the paper: none)"
     )
     augment_target: bool = option(True, "with augment, augment the target images too (false: the source only)")
     disc_hidden: int = option(
@@ -101,40 +101,35 @@ class Dann(AdaptMethod[DannConfig]):
     Config = DannConfig
     run_defaults = {"epochs": 30}
 
-    def setup(self, ctx: Any) -> None:
-        import torch
-
+    def setup(self, ctx: RunContext) -> None:
         from runner.adapt import domain_head
 
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)
         self.discriminator = ctx.prepare(domain_head(self.net.arch, self.net.feature_dim, c.disc_norm, c.disc_hidden))
+        self.averaged: nn.Module | None = None
         if c.weight_average:
             from runner.adapt import averaged_copy
 
             self.averaged = averaged_copy(self.net)
         self.start_augmenting(ctx)
-        params = [*self.net.parameters(), *self.discriminator.parameters()]
-        if c.optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
-        else:
-            self.opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        self.opt = self.make_optimizer([*self.net.parameters(), *self.discriminator.parameters()])
         # Classifiers with one domain's batch-norm statistics: derived, remade at each evaluation.
-        self._target_net: Any = None
-        self._source_net: Any = None
+        self._target_net: nn.Module | None = None
+        self._source_net: nn.Module | None = None
 
-    def trained(self) -> Any:
+    def trained(self) -> nn.Module:
         """The network evaluated: the moving average of the weights when asked for, else the weights."""
-        return getattr(self, "averaged", self.net)
+        return self.averaged if self.averaged is not None else self.net
 
-    def network(self, role: str) -> Any:
+    def network(self, role: str) -> nn.Module:
         derived = self._target_net if role == "target" else self._source_net
         return derived if derived is not None else self.trained()
 
-    def classifier(self) -> Any:
+    def classifier(self) -> nn.Module:
         return self.network("target")  # the logged model is for target images
 
-    def evaluate(self, ctx: Any) -> dict[str, float]:
+    def evaluate(self, ctx: RunContext) -> dict[str, float]:
         from runner.adapt import with_statistics_of
 
         if self.config.target_bn:
@@ -147,7 +142,7 @@ class Dann(AdaptMethod[DannConfig]):
             self._source_net = with_statistics_of(self.trained(), ctx.domains["source"].train, ctx)
         return super().evaluate(ctx)
 
-    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         import torch
         import torch.nn.functional as F
 

@@ -6,10 +6,13 @@ its fakes real. Both networks output logits; BCEWithLogits is the tutorial's Sig
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import hookimpl
 from runner.generate import GanConfig, GenerativeMethod
+
+if TYPE_CHECKING:
+    from runner import Batch, RunContext
 
 
 class Gan(GenerativeMethod[GanConfig]):
@@ -17,7 +20,7 @@ class Gan(GenerativeMethod[GanConfig]):
     description = "DCGAN, the PyTorch tutorial's architecture at 64, 32 or 28 px (Radford et al. 2016)"
     run_defaults = {"epochs": 20}
 
-    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         import torch
 
         real = batch["data"].x

@@ -18,18 +18,20 @@ seeds); with consistency weight 10 and confidence 0.8 as well: 94.3 (three seeds
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from runner import hookimpl, option
-from runner.adapt import AdaptMethod
+from runner.adapt import AdaptMethod, ClassifierConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from runner import Batch, RunContext
 
 
 @dataclass
-class SelfEnsConfig:
-    arch: Literal["auto", "mnist", "svhn", "lenet"] = option(
-        "auto", "network: the DANN paper's (auto: mnist below 32 px, svhn from 32), or ADDA's lenet"
-    )
-    batch_norm: bool = option(True, "batch norm in the network")
+class SelfEnsConfig(ClassifierConfig):
+    # arch, batch_norm and augment (of both domains) are the shared ones; Adam is its one optimizer.
     dropout: float = option(
         0.5, "dropout of whole channels after the last convolution, while training (0: none)", ge=0, lt=1
     )
@@ -46,7 +48,6 @@ class SelfEnsConfig:
         le=1,
     )
     balance_weight: float = option(0.005, "weight of the class balance loss on target predictions", ge=0)
-    augment: bool = option(True, "random affine, intensity scale/offset/inversion and noise on both domains")
 
 
 class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
@@ -57,21 +58,19 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
     Config = SelfEnsConfig
     run_defaults = {"epochs": 50}
 
-    def setup(self, ctx: Any) -> None:
-        import torch
-
+    def setup(self, ctx: RunContext) -> None:
         from runner.adapt import averaged_copy
 
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # the student
         self.teacher = averaged_copy(self.net)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.opt = self.make_optimizer(self.net.parameters(), optimizer="adam")  # lr and weight_decay: the config's
         self.start_augmenting(ctx)
 
-    def classifier(self) -> Any:
+    def classifier(self) -> nn.Module:
         return self.teacher
 
-    def train_step(self, ctx: Any, batch: Any) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         import torch
         import torch.nn.functional as F
 

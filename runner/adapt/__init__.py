@@ -13,12 +13,14 @@ Each name is imported from its module when first asked for, so a plugin that onl
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runner.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from runner.adapt.adabn import with_statistics_of
     from runner.adapt.augmentation import augment
+    from runner.adapt.config import ClassifierConfig, OptimizedClassifierConfig
     from runner.adapt.evaluation import (
         accuracy_metrics,
         collect,
@@ -29,39 +31,20 @@ if TYPE_CHECKING:
         proxy_a_distance,
     )
     from runner.adapt.features import FeatureModel, tsne
-    from runner.adapt.method import AdaptMethod, load_classifier
+    from runner.adapt.method import AdaptMethod, Outputs, load_classifier
     from runner.adapt.networks import Composed, DigitClassifier, FromUnitRange, domain_head, grad_reverse, pick_arch
     from runner.averaging import averaged_copy, update_average
+    from runner.optim import make_optimizer
 
-_HOMES = {
-    "AdaptMethod": "method",
-    "load_classifier": "method",
-    "Composed": "networks",
-    "DigitClassifier": "networks",
-    "FromUnitRange": "networks",
-    "domain_head": "networks",
-    "grad_reverse": "networks",
-    "pick_arch": "networks",
-    "with_statistics_of": "adabn",
-    "augment": "augmentation",
-    "averaged_copy": "runner.averaging",  # shared with the generative toolkit
-    "update_average": "runner.averaging",
-    "accuracy_metrics": "evaluation",
-    "collect": "evaluation",
-    "confusion": "evaluation",
-    "information_maximization": "evaluation",
-    "information_maximization_objective": "evaluation",
-    "per_class_accuracy": "evaluation",
-    "proxy_a_distance": "evaluation",
-    "FeatureModel": "features",
-    "tsne": "features",
-}
 __all__ = [
     "AdaptMethod",
+    "ClassifierConfig",
     "Composed",
     "DigitClassifier",
     "FeatureModel",
     "FromUnitRange",
+    "OptimizedClassifierConfig",
+    "Outputs",
     "accuracy_metrics",
     "augment",
     "averaged_copy",
@@ -72,6 +55,7 @@ __all__ = [
     "information_maximization",
     "information_maximization_objective",
     "load_classifier",
+    "make_optimizer",
     "per_class_accuracy",
     "pick_arch",
     "proxy_a_distance",
@@ -81,14 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'runner.adapt' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home if "." in home else f"runner.adapt.{home}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_exports(globals())

@@ -6,14 +6,10 @@ Both draw the same test images: the points are chosen in one place, `tsne_points
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
-
-from runner.errors import Hw3Error
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,45 +70,3 @@ def tsne(encoder: Callable[[str], torch.nn.Module], ctx: RunContext, title: str)
         title,
         ctx.settings.seed,
     )
-
-
-def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
-    """t-SNE of a finished adaptation run's model's features on its pair, logged to the run."""
-    from runner.batches import batches
-    from runner.config import SavedConfig
-    from runner.plugins import get_manager
-    from runner.run import load_domains, resolve_with
-    from runner.tracking import Tracker
-
-    tracker = Tracker()
-    run = tracker.find_run(run_id, "run")
-    try:
-        saved = SavedConfig.from_dict(
-            json.loads(Path(tracker.client.download_artifacts(run_id, "config.json")).read_text())
-        )
-    except Exception:
-        raise Hw3Error(f"run {run_id} has no config.json artifact; it was not made by hw3 run") from None
-    task = saved.task
-    if not task.is_pair:
-        raise Hw3Error(f"run {run_id} is not an adaptation run (it has no source:target pair)")
-    from runner.adapt.networks import FromUnitRange
-
-    model = tracker.load_model(run_id, FromUnitRange.from_spec)
-    if not isinstance(model, FeatureModel):
-        raise Hw3Error(f"run {run_id}: its model has no embed() for features; it is not an hw3 classifier")
-    manager = get_manager()
-    resolved = resolve_with(
-        manager, manager.method(run.data.tags["method"]), task, overrides=list(saved.values.items())
-    )
-    domains = load_domains(resolved, manager, data_root, torch.device("cpu"))
-
-    def embed(role: str, part: Split) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([model.embed((x + 1) / 2) for x, _ in batches(part, 500)])
-
-    title = f"{run.data.tags['method']} on {task.label} (run {run_id[:8]})"
-    figs = tsne_figures_of(embed, domains, points, title, resolved.settings.seed)
-    tracker.run_id = run_id
-    for name, fig in figs.items():
-        tracker.log_figure(fig, f"figures/{name}")
-    return [f"figures/{n}" for n in figs]

@@ -1,31 +1,50 @@
 """`AdaptMethod`: what every adaptation method shares, the classifier's evaluation, figures and
-logged model, and augmentation with a random stream of its own."""
+logged model, its optimizer, and augmentation with a random stream of its own."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
+from runner.adapt.config import ClassifierConfig
 from runner.errors import Hw3Error
 from runner.method import Method
 
 if TYPE_CHECKING:
     import torch
+    from matplotlib.figure import Figure
+    from torch.optim.optimizer import ParamsT
 
     from runner.adapt.networks import DigitClassifier
     from runner.context import RunContext
+    from runner.datasets import Split
 
-C = TypeVar("C")
+C = TypeVar("C", bound=ClassifierConfig)
+
+PER_CLASS_COLUMNS = ["epoch", "domain", "class", "accuracy"]
+
+
+class Outputs(NamedTuple):
+    """A split's images through one domain's networks, on the CPU: the features the label head
+    sees and its logits."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
 
 
 class AdaptMethod(Method[C]):
     """A classifier trained across a source and a target domain.
 
-    Subclasses build `self.net` (a `DigitClassifier`) in `setup`, usually with `build_net`. A
-    method with a domain discriminator (features -> one logit, target = 1) stores it as
-    `self.discriminator` to have its accuracy reported each epoch. A config field `augment`
-    (true by default in the built-ins) turns on `aug`, after `start_augmenting` in `setup`.
+    Its `Config` inherits `ClassifierConfig` (`arch`, `batch_norm`, `dropout`, `augment`), or
+    `OptimizedClassifierConfig` for one optimizer built by `make_optimizer`. Subclasses build
+    `self.net` (a `DigitClassifier`) in `setup`, usually with `build_net`. A method with a domain
+    discriminator (features -> one logit, target = 1) stores it as `self.discriminator` to have its
+    accuracy reported each epoch. `aug` augments after `start_augmenting` in `setup`.
+
+    What a domain's images go through: `network(role)` (DANN's carries that domain's batch-norm
+    statistics) and its feature extractor `encoder(role)` (ADDA's target encoder); `outputs` gives
+    both results for a split, `classifier()` is the logged model.
     """
 
     kind = "adapt"
@@ -35,28 +54,20 @@ class AdaptMethod(Method[C]):
         "tsne_class.png": "t-SNE of source and target test features, by class",
         "tsne_domain.png": "t-SNE of source and target test features, by domain",
     }
+    net: DigitClassifier  # built in `setup`
+    # Set in `setup` by a method that has them; None (the class's) when it has not.
+    discriminator: torch.nn.Module | None = None
+    aug_gen: torch.Generator | None = None
 
-    def start_augmenting(self, ctx: RunContext) -> None:
-        """Give `aug` its own random generator, so a resumed run draws the same augmentations; each
-        data-parallel process draws its own."""
-        self.aug_gen = ctx.generator("augment", per_process=True)
+    def __init__(self, config: C) -> None:
+        super().__init__(config)
+        # What the figures and tables at the end read, saved in the checkpoint so a resumed run
+        # keeps the epochs before it: [epoch, domain, class, accuracy] rows, and each domain's
+        # confusion matrix at the last evaluation.
+        self.per_class_acc: list[list[Any]] = []
+        self.confusions: dict[str, torch.Tensor] = {}
 
-    def aug(self, x: torch.Tensor) -> torch.Tensor:
-        """`x` augmented when the method's config says `augment = true`, else unchanged."""
-        from runner.adapt.augmentation import augment
-
-        return augment(x, self.aug_gen) if getattr(self.config, "augment", False) else x
-
-    def state_dict(self) -> dict[str, Any]:
-        gen = getattr(self, "aug_gen", None)
-        return {**super().state_dict(), **({"aug_gen": gen.get_state()} if gen is not None else {})}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        if "aug_gen" in state:
-            self.aug_gen.set_state(state.pop("aug_gen"))
-        super().load_state_dict(state)
-
+    # -- set-up ----------------------------------------------------------------------------------
     def build_net(self, ctx: RunContext, arch: str, batch_norm: bool, dropout: float = 0.0) -> DigitClassifier:
         """The digit classifier for this run's images (`arch` "auto" picks by their size), on the
         device; `dropout` drops channels of the last convolution's output while training."""
@@ -67,105 +78,174 @@ class AdaptMethod(Method[C]):
         net = DigitClassifier(pick_arch(arch, size), channels, size, len(src.classes), batch_norm, dropout)
         return ctx.prepare(net)
 
-    def classifier(self) -> DigitClassifier:
-        """The network whose head labels images; its features encode both domains unless
-        `encoder` says otherwise."""
+    def make_optimizer(
+        self,
+        params: ParamsT,
+        *,
+        optimizer: str | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        **options: Any,
+    ) -> torch.optim.Optimizer:
+        """The config's `optimizer` with its `lr` and `weight_decay` (`OptimizedClassifierConfig`)
+        over `params`; an argument given replaces that key, and `options` (`betas`, `momentum`)
+        go to `runner.optim.make_optimizer`."""
+        from runner.optim import make_optimizer
+
+        c: Any = self.config  # only the keys not given need to be in it
+        return make_optimizer(
+            params,
+            c.optimizer if optimizer is None else optimizer,
+            c.lr if lr is None else lr,
+            weight_decay=c.weight_decay if weight_decay is None else weight_decay,
+            **options,
+        )
+
+    def start_augmenting(self, ctx: RunContext) -> None:
+        """Give `aug` its own random generator, so a resumed run draws the same augmentations; each
+        data-parallel process draws its own."""
+        self.aug_gen = ctx.generator("augment", per_process=True)
+
+    def aug(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` augmented when the config says `augment = true`, else unchanged."""
+        if not self.config.augment:
+            return x
+        if self.aug_gen is None:
+            raise Hw3Error(f"method '{self.name}': call self.start_augmenting(ctx) in setup before self.aug(x)")
+        from runner.adapt.augmentation import augment
+
+        return augment(x, self.aug_gen)
+
+    # -- checkpoint ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            **super().state_dict(),
+            "per_class_acc": [list(row) for row in self.per_class_acc],
+            "confusions": dict(self.confusions),
+        }
+        if self.aug_gen is not None:
+            state["aug_gen"] = self.aug_gen.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "aug_gen" in state:
+            if self.aug_gen is None:
+                raise Hw3Error(
+                    f"method '{self.name}': its checkpoint has augmentation state; call start_augmenting in setup"
+                )
+            self.aug_gen.set_state(state.pop("aug_gen"))
+        # Checkpoints written before these were saved have neither: the table starts at the resume.
+        self.per_class_acc = [list(row) for row in state.pop("per_class_acc", [])]
+        self.confusions = dict(state.pop("confusions", {}))
+        super().load_state_dict(state)
+
+    # -- the networks a domain's images go through -----------------------------------------------
+    def classifier(self) -> torch.nn.Module:
+        """The network whose head labels images, logged as the run's model; its features encode
+        both domains unless `encoder` says otherwise."""
         return self.net
 
-    def network(self, role: str) -> DigitClassifier:
-        """The classifier applied to `role`'s images ("source" or "target"); the same one unless a
-        method keeps per-domain state, such as DANN's target batch-norm statistics."""
+    def network(self, role: str) -> torch.nn.Module:
+        """The classifier (with `features` and `head`) applied to `role`'s images ("source" or
+        "target"); the same one unless a method keeps per-domain state, such as DANN's target
+        batch-norm statistics."""
         return self.classifier()
 
     def encoder(self, role: str) -> torch.nn.Module:
         """The feature extractor for `role`; ADDA has one per domain."""
         return self.network(role).features
 
+    def outputs(self, role: str, split: Split, ctx: RunContext) -> Outputs:
+        """`split`'s images through `role`'s encoder and head, in eval mode and evaluation
+        batches: the features and logits, on the CPU."""
+        import torch
+
+        from runner.adapt.evaluation import collect
+
+        with self.evaluating():
+            features = collect(self.encoder(role), split, ctx)
+            with torch.no_grad():
+                logits = self.network(role).head(features.to(ctx.device)).float().cpu()
+        return Outputs(features, logits)
+
     @contextmanager
     def evaluating(self) -> Iterator[None]:
-        """Every network in eval mode for the block, then back to the mode it was in."""
-        modules = [
+        """Every network in eval mode for the block, then each layer back in the mode it was in."""
+        roots = [
             self.classifier(),
             self.network("source"),
             self.network("target"),
             self.encoder("source"),
             self.encoder("target"),
-            getattr(self, "discriminator", None),
+            self.discriminator,
         ]
-        modes = [(m, m.training) for m in modules if m is not None]
-        for m, _ in modes:
-            m.eval()
+        roots = [m for m in roots if m is not None]
+        # Layer by layer: a method may hold part of a network in eval mode (ADDA's frozen source).
+        modes = {m: m.training for root in roots for m in root.modules()}
+        for root in roots:
+            root.eval()
         try:
             yield
         finally:
-            for m, mode in modes:
-                m.train(mode)
+            for m, mode in modes.items():
+                m.training = mode
 
+    # -- results ---------------------------------------------------------------------------------
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
-        with self.evaluating():
-            return self._evaluate(ctx)
-
-    def _evaluate(self, ctx: RunContext) -> dict[str, float]:
-        from runner.adapt.evaluation import (
-            accuracy_metrics,
-            collect,
-            confusion,
-            information_maximization,
-            per_class_accuracy,
-        )
+        from runner.adapt.evaluation import accuracy_metrics, confusion, information_maximization, per_class_accuracy
 
         out: dict[str, float] = {}
-        feats = {}
-        for role in ("target", "source"):
-            dom = ctx.domains[role]
-            f = collect(self.encoder(role), dom.test, ctx)
-            feats[role] = f
-            logits = self.network(role).head(f.to(ctx.device)).float().cpu()
-            cm = confusion(logits.argmax(1), dom.test.labels, len(dom.classes))
-            ctx.extras[f"{role}_confusion"] = cm
-            out.update(accuracy_metrics(cm, role))
-            # One table row per class and epoch (tables/per_class_acc.json), not twenty metric series.
-            rows = ctx.extras.setdefault("per_class_acc", [])
-            rows += [[ctx.epoch + 1, role, c, a] for c, a in zip(dom.classes, per_class_accuracy(cm), strict=True)]
-            if dom.val is not None and len(dom.val):  # what selection reads: never the test split
-                val_logits = self.network(role).head(collect(self.encoder(role), dom.val, ctx).to(ctx.device))
-                val_logits = val_logits.float().cpu()
-                out[f"{role}_val_acc"] = float((val_logits.argmax(1) == dom.val.labels.cpu()).float().mean())
-                if role == "target":
-                    out["target_im"] = information_maximization(val_logits)
-            elif role == "target":
-                out["target_im"] = information_maximization(logits)
-        disc = getattr(self, "discriminator", None)
-        if disc is not None:
-            import torch
+        features = {}
+        with self.evaluating():
+            for role in ("target", "source"):
+                dom = ctx.domains[role]
+                test = self.outputs(role, dom.test, ctx)
+                features[role] = test.features
+                cm = confusion(test.logits.argmax(1), dom.test.labels, len(dom.classes))
+                self.confusions[role] = cm
+                out.update(accuracy_metrics(cm, role))
+                # One table row per class and epoch (tables/per_class_acc.json), not twenty metric series.
+                self.per_class_acc += [
+                    [ctx.epoch + 1, role, c, a] for c, a in zip(dom.classes, per_class_accuracy(cm), strict=True)
+                ]
+                if dom.val is not None and len(dom.val):  # what selection reads: never the test split
+                    val_logits = self.outputs(role, dom.val, ctx).logits
+                    out[f"{role}_val_acc"] = float((val_logits.argmax(1) == dom.val.labels.cpu()).float().mean())
+                    if role == "target":
+                        out["target_im"] = information_maximization(val_logits)
+                elif role == "target":
+                    out["target_im"] = information_maximization(test.logits)
+            if self.discriminator is not None:
+                import torch
 
-            with torch.no_grad():
-                ps = disc(feats["source"].to(ctx.device)).flatten().cpu() < 0
-                pt = disc(feats["target"].to(ctx.device)).flatten().cpu() >= 0
-            out["domain_acc"] = float(torch.cat([ps, pt]).float().mean())
+                with torch.no_grad():  # source features get a logit below 0, target ones from 0
+                    ps = self.discriminator(features["source"].to(ctx.device)).flatten().cpu() < 0
+                    pt = self.discriminator(features["target"].to(ctx.device)).flatten().cpu() >= 0
+                out["domain_acc"] = float(torch.cat([ps, pt]).float().mean())
         return out
 
     def summarize(self, ctx: RunContext) -> dict[str, float]:
         """Once at the end: the epoch each selection protocol picks (`selected/...`) and the proxy
         A-distance between source and target test features."""
-        from runner.adapt.evaluation import collect, proxy_a_distance
+        from runner.adapt.evaluation import proxy_a_distance
         from runner.adapt.selection import select
 
-        with self.evaluating():
-            fs = collect(self.encoder("source"), ctx.domains["source"].test, ctx)
-            ft = collect(self.encoder("target"), ctx.domains["target"].test, ctx)
+        fs = self.outputs("source", ctx.domains["source"].test, ctx).features
+        ft = self.outputs("target", ctx.domains["target"].test, ctx).features
         return {**select(ctx.history), "proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
 
-    def figures(self, ctx: RunContext) -> dict[str, Any]:
+    def figures(self, ctx: RunContext) -> dict[str, Figure]:
         from runner.figures import confusion_figure
 
         out = {}
         row = self.report_row()
         trained = row.label if row else self.name
         for role in ("target", "source"):
-            dom = ctx.domains[role]
-            title = f"{role} test: {dom.name} ({trained})"
-            out[f"confusion_{role}.png"] = confusion_figure(ctx.extras[f"{role}_confusion"].numpy(), dom.classes, title)
+            if role in self.confusions:  # none when no epoch was evaluated
+                dom = ctx.domains[role]
+                title = f"{role} test: {dom.name} ({trained})"
+                out[f"confusion_{role}.png"] = confusion_figure(self.confusions[role].numpy(), dom.classes, title)
         if ctx.settings.tsne_points > 0:
             from runner.adapt.features import tsne
 
@@ -174,8 +254,8 @@ class AdaptMethod(Method[C]):
         return out
 
     def tables(self, ctx: RunContext) -> dict[str, dict[str, Any]]:
-        rows = ctx.extras.get("per_class_acc", [])
-        return {"per_class_acc": {"columns": ["epoch", "domain", "class", "accuracy"], "data": rows}} if rows else {}
+        rows = [list(row) for row in self.per_class_acc]
+        return {"per_class_acc": {"columns": list(PER_CLASS_COLUMNS), "data": rows}} if rows else {}
 
     def inference_model(self) -> torch.nn.Module:
         from runner.adapt.networks import FromUnitRange

@@ -9,8 +9,9 @@ subclasses `GenerativeMethod` loads without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runner.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from runner.generate.method import GanConfig, GenerativeMethod
@@ -18,20 +19,6 @@ if TYPE_CHECKING:
     from runner.generate.quality import evaluator, features, frechet_distance, kernel_distance, label_accuracy
     from runner.generate.sampling import ImageSampler
 
-_HOMES = {
-    "GanConfig": "method",
-    "GenerativeMethod": "method",
-    "Discriminator": "networks",
-    "Generator": "networks",
-    "Sampler": "networks",
-    "layout": "networks",
-    "evaluator": "quality",
-    "features": "quality",
-    "frechet_distance": "quality",
-    "kernel_distance": "quality",
-    "label_accuracy": "quality",
-    "ImageSampler": "sampling",
-}
 __all__ = [
     "Discriminator",
     "GanConfig",
@@ -48,14 +35,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'runner.generate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"runner.generate.{home}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy_exports(globals())

@@ -70,6 +70,7 @@ class GenerativeMethod(Method[C]):
         import torch
 
         from runner.generate.networks import Discriminator, Generator
+        from runner.optim import make_optimizer
 
         c = self.config
         data = ctx.domains["data"].train
@@ -79,8 +80,8 @@ class GenerativeMethod(Method[C]):
         self.G = ctx.prepare(Generator(size, channels, c.nz, c.ngf, n_classes))
         self.D = ctx.prepare(Discriminator(size, channels, c.ndf, n_classes))
         betas = (c.beta1, c.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=c.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.lr, betas=betas)
+        self.opt_g = make_optimizer(self.G.parameters(), "adam", c.lr, betas=betas)
+        self.opt_d = make_optimizer(self.D.parameters(), "adam", c.lr, betas=betas)
         if c.lr_decay:
             half = ctx.total_steps / 2
 

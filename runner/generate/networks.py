@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from runner import record
+
 
 def layout(size: int) -> tuple[int, int]:
     """(seed size, number of doublings) for an image `size`; 64 is the tutorial's (4, 4)."""
@@ -94,7 +96,7 @@ class Sampler(nn.Module):
     This is the model a run logs to MLflow and `hw3 sample` loads back.
     """
 
-    KIND = "hw3.sampler"
+    KIND = record.SAMPLER_SPEC
 
     def __init__(self, generator: Generator, classes: tuple[str, ...] = ()) -> None:
         super().__init__()

@@ -9,7 +9,8 @@ Frobenius distance between the two covariance matrices, scaled by 1 / (4 d^2),
 
 The paper aligns the last classification layer (`layer = logits`); `layer = features` aligns
 the feature extractor's output instead. Subclassing `AdaptMethod` gives the runs the
-evaluation, figures and logged model of hw3's built-in methods, so they compare in the UI.
+evaluation, figures and logged model of hw3's built-in methods, so they compare in the UI, and
+inheriting `OptimizedClassifierConfig` their network, augmentation and optimizer settings.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from runner import Batch, RunContext, option
-from runner.adapt import AdaptMethod
+from runner.adapt import AdaptMethod, OptimizedClassifierConfig
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -37,32 +38,35 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class CoralConfig:
+class CoralConfig(OptimizedClassifierConfig):
+    """arch, batch_norm, dropout, augment, optimizer (adam), lr (1e-3) and weight_decay come from
+    `OptimizedClassifierConfig`; two of them are declared again with this method's defaults."""
+
     coral_weight: float = option(1.0, "lambda: the weight of the CORAL loss")
     layer: Literal["logits", "features"] = option("logits", "activations aligned: the last layer (paper) or features")
-    arch: Literal["auto", "mnist", "svhn"] = option("auto", "DANN paper network; auto: mnist below 32 px, svhn from 32")
-    batch_norm: bool = option(True, "batch norm in the feature extractor and label head")
-    lr: float = option(1e-3, "Adam learning rate")
-    weight_decay: float = option(5e-4, "L2 weight decay")
+    augment: bool = option(False, "random affine, intensity, inversion and noise augmentation of both domains")
+    weight_decay: float = option(5e-4, "L2 weight decay", ge=0)
     lr_decay: bool = option(True, "cosine decay of the learning rate to zero over the run")
 
 
-class Coral(AdaptMethod):
+class Coral(AdaptMethod[CoralConfig]):
     name = "coral"
     description = "Deep CORAL: align source and target covariances (Sun & Saenko 2016)"
     Config = CoralConfig
 
     def setup(self, ctx: RunContext) -> None:
         c = self.config
-        self.net = self.build_net(ctx, c.arch, c.batch_norm)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)
+        self.opt = self.make_optimizer(self.net.parameters())  # the config's optimizer, lr and weight_decay
         if c.lr_decay:
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=ctx.total_steps)
+        self.start_augmenting(ctx)  # self.aug(x) draws from its own, checkpointed random stream
 
     def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
         c = self.config
         xs, ys = batch["source"]
         xt, _ = batch["target"]  # no target labels: the engine passes None
+        xs, xt = self.aug(xs), self.aug(xt)  # unchanged unless augment = true
         with ctx.autocast():
             fs, ft = self.net.features(xs), self.net.features(xt)  # each domain its own batch-norm statistics
             logits_s, logits_t = self.net.head(fs), self.net.head(ft)

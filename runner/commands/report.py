@@ -12,14 +12,16 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from runner import record
 from runner.adapt.selection import PROTOCOLS
 from runner.errors import Hw3Error
 from runner.fanout import mean_std
 from runner.method import ReportRow
 
-ROW_TAG, PLACE_TAG, ORDER_TAG = "hw3.row", "hw3.row.place", "hw3.row.order"
+if TYPE_CHECKING:
+    from runner.tracking import Tracker
 
 
 @dataclass
@@ -49,12 +51,9 @@ class Report:
 def row_of(run: Any) -> ReportRow | None:
     """The row a run's method gave it (its `hw3.row` tags; an empty label: not in the table). A run
     made before rows were tagged asks its method, with the config in its params, if installed."""
-    tags = run.data.tags
-    if ROW_TAG in tags:
-        if not tags[ROW_TAG]:
-            return None
-        return ReportRow(tags[ROW_TAG], int(tags.get(PLACE_TAG, "1")), int(tags.get(ORDER_TAG, "100")))
-    method = tags.get("method")
+    if record.ROW in run.data.tags:
+        return record.RunRecord.from_run(run).row
+    method = run.data.tags.get(record.METHOD)
     return _row_from_params(method, run.data.params) if method else None
 
 
@@ -96,7 +95,7 @@ def order_rows(rows: dict[str, tuple[ReportRow, str]]) -> list[str]:
 # in these share a cell.
 NOT_SETTINGS = {
     "seed", "device", "threads", "precision", "channels_last", "compile", "eval_batch_size", "log_every",
-    "checkpoint_dir", "tsne_points", "hw3.checkpoint_dir", "method", "pair", "dataset",
+    "checkpoint_dir", "tsne_points", record.CHECKPOINT_DIR, record.METHOD, record.PAIR, record.DATASET,
 }  # fmt: skip
 
 
@@ -116,31 +115,27 @@ def build(
         raise Hw3Error(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     tracker = Tracker()
     reap_orphans(tracker)  # a run whose process died is KILLED, not a result
-    client = tracker.client
     metric = f"selected/{protocol}/target_acc"
-    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("hw3-")]
-    if not experiments:
+    if not tracker.experiment_ids("hw3-"):
         raise Hw3Error(f"no hw3 experiments in {tracker.uri}; run some methods first (hw3 run baseline ...)")
-    runs = client.search_runs(
-        experiments, filter_string="attributes.status = 'FINISHED'", max_results=5000,
-        order_by=["attributes.start_time DESC"],
-    )  # fmt: skip
+    runs = tracker.search(experiments="hw3-", status="FINISHED")
     found: dict[tuple[str, str], list[tuple[Any, dict[str, str], float]]] = defaultdict(list)
     places: dict[str, tuple[ReportRow, str]] = {}
     for run in runs:
-        pair, row = run.data.tags.get("pair"), row_of(run)
-        if not pair or not row or run.data.tags.get("hw3.parent") == "true":
+        rec = record.RunRecord.from_run(run)
+        pair, row = rec.task.pair, row_of(run)
+        if not pair or not row or record.is_parent(run):
             continue
-        if run.data.tags.get("hw3.sweep.child") == "true" or (run_ids is not None and run.info.run_id not in run_ids):
+        if rec.is_sweep_child or (run_ids is not None and run.info.run_id not in run_ids):
             continue  # tuning runs are not results; a suite's report shows its own runs
         if (pairs and pair not in pairs) or any(run.data.params.get(k) != v for k, v in filters or []):
             continue
         value = run.data.metrics.get(metric, run.data.metrics.get("target_acc") if protocol == "last" else None)
         if value is None:
             continue
-        settings = {k: v for k, v in run.data.params.items() if k not in NOT_SETTINGS}
+        settings = {k: v for k, v in {**run.data.params, **rec.settings}.items() if k not in NOT_SETTINGS}
         found[(row.label, pair)].append((run, settings, value))
-        places[row.label] = (row, run.data.tags.get("method", ""))
+        places[row.label] = (row, rec.method)
     cells: dict[tuple[str, str], Cell] = {}
     labels: dict[str, tuple[ReportRow, str]] = {}
     for (label, pair), members in found.items():
@@ -192,9 +187,9 @@ def write(report: Report, out: Path) -> Path:
 
 def markdown(report: Report, out: Path) -> list[str]:
     """The table, the runs behind each cell and their figures (copied into `out`), as Markdown."""
-    from mlflow import MlflowClient
+    from runner.tracking import Tracker
 
-    client = MlflowClient(report.tracking_uri)
+    tracker = Tracker(report.tracking_uri)
     lines = [
         f"Mean ± std over finished runs. Checkpoint: **{PROTOCOLS[report.protocol]}**"
         f" (`--protocol {report.protocol}`).",
@@ -212,7 +207,7 @@ def markdown(report: Report, out: Path) -> list[str]:
         if pair not in report.pairs:
             continue
         lines.append(f"- {row}, {pair}: " + ", ".join(f"`{r}`" for r in cell.runs))
-        for name, local, text in report_figures(client, cell.latest):
+        for name, local, text in report_figures(tracker, cell.latest):
             target = out / f"{pair.replace(':', '-')}_{row.lower().replace(' ', '-')}_{name}"
             shutil.copyfile(local, target)
             figures.append((row, pair, name, text, target.name))
@@ -225,23 +220,23 @@ def markdown(report: Report, out: Path) -> list[str]:
     return lines
 
 
-def report_figures(client: Any, run: Any) -> list[tuple[str, str, str]]:
+def report_figures(tracker: Tracker, run: Any) -> list[tuple[str, str, str]]:
     """(file name, local copy, caption) of the figures a report shows for `run`: those its method
     lists in `report_figures`, or every `figures/*.png` (also when the method is not installed)."""
     from runner.plugins import get_manager
 
-    method = get_manager().methods().get(run.data.tags.get("method", ""))
+    method = get_manager().methods().get(run.data.tags.get(record.METHOD, ""))
     wanted = method.obj.report_figures if method else None
     captions = method.obj.figure_captions if method else {}
     try:
-        present = [a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "figures")]
+        present = tracker.artifacts(run.info.run_id, "figures")
     except Exception:
         return []
     names = [n for n in (wanted if wanted is not None else sorted(present)) if n in present and n.endswith(".png")]
     out = []
     for name in names:
         try:
-            local = client.download_artifacts(run.info.run_id, f"figures/{name}")
+            local = str(tracker.artifact(run.info.run_id, f"figures/{name}"))
         except Exception:
             continue
         out.append((name, local, captions.get(name) or name.removesuffix(".png").replace("_", " ")))

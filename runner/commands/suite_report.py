@@ -11,16 +11,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from runner import record
+
 
 def write_report(suite: str, description: str, outcomes: list[Any], out: Path, digest: str) -> Path:
     """report.md and report.html in `out`, figures beside them; returns the HTML file."""
-    import runner.report as table_report
+    import runner.commands.report as table_report
     from runner.tracking import Tracker
 
     tracker = Tracker()
-    client = tracker.client
     out.mkdir(parents=True, exist_ok=True)
-    runs = {o.run_id: client.get_run(o.run_id) for o in outcomes if o.run_id}
+    runs = {o.run_id: tracker.find_run(o.run_id, "run") for o in outcomes if o.run_id}
     lines = [
         f"# hw3 reproduce: {suite}",
         "",
@@ -37,17 +38,17 @@ def write_report(suite: str, description: str, outcomes: list[Any], out: Path, d
     for i, o in enumerate(outcomes, start=1):
         lines.append(f"| {i} | {o.item.key} | {o.status} | `{o.run_id or '-'}` |")
     # Runs with a row of the report's table go in it; every other run gets a section of its own.
-    in_table = {rid for rid, run in runs.items() if run.data.tags.get("pair") and table_report.row_of(run)}
+    in_table = {rid for rid, run in runs.items() if run.data.tags.get(record.PAIR) and table_report.row_of(run)}
     alone = [(o, runs[o.run_id]) for o in outcomes if o.run_id and o.run_id not in in_table]
     for kind, heading in (("generate", "Generative models"), ("adapt", "Other runs")):
         mine = [(o, run) for o, run in alone if _kind(o.item.method) == kind]
         if mine:
             lines += ["", f"## {heading}", ""]
             for o, run in mine:
-                lines += _run_section(o, run, client, out)
+                lines += _run_section(o, run, tracker, out)
     if in_table:
         table = table_report.build("last", run_ids=in_table)
-        pairs = list(dict.fromkeys(runs[o.run_id].data.tags.get("pair") for o in outcomes if o.run_id in in_table))
+        pairs = list(dict.fromkeys(runs[o.run_id].data.tags.get(record.PAIR) for o in outcomes if o.run_id in in_table))
         table.pairs = [p for p in pairs if any(k[1] == p for k in table.cells)]
         lines += ["", "## Domain adaptation: target accuracy (%)", "", *table_report.markdown(table, out)]
     md = out / "report.md"
@@ -64,11 +65,11 @@ def _kind(method: str) -> str:
     return registered.obj.kind if registered else "adapt"
 
 
-def _run_section(o: Any, run: Any, client: Any, out: Path) -> list[str]:
+def _run_section(o: Any, run: Any, tracker: Any, out: Path) -> list[str]:
     """A run's headline metrics (as its method lists them) and its figures."""
+    from runner.commands.report import report_figures
     from runner.plugins import get_manager
     from runner.progress import fmt_value
-    from runner.report import report_figures
 
     m = run.data.metrics
     registered = get_manager().methods().get(o.item.method)
@@ -84,7 +85,7 @@ def _run_section(o: Any, run: Any, client: Any, out: Path) -> list[str]:
     if cls and (note := cls.report_note(m)):
         lines += [note, ""]
     name = f"{o.item.method}-{o.item.where.replace(':', '-')}"
-    for fig, local, _ in report_figures(client, run):
+    for fig, local, _ in report_figures(tracker, run):
         target = out / f"{name}_{fig}"
         shutil.copyfile(local, target)
         lines += [f"![{o.item.method} {fig}]({target.name})", ""]

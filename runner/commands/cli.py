@@ -66,9 +66,9 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @one_line_errors
 def list_() -> None:
     """Methods, datasets, named pairs, presets and suites, and which package brings each."""
+    from runner.commands.tables import datasets_table, methods_table, pairs_table, presets_table, suites_table
     from runner.config import load_registry
     from runner.plugins import get_manager
-    from runner.tables import datasets_table, methods_table, pairs_table, presets_table, suites_table
 
     manager, registry = get_manager(), load_registry()
     tables = (methods_table(manager), datasets_table(manager), pairs_table(registry), presets_table(registry))
@@ -84,8 +84,8 @@ def plugins(
     """Installed plugins: package, version, hooks, and any error that kept one from loading."""
     import dataclasses
 
+    from runner.commands.tables import plugins_table
     from runner.plugins import get_manager
-    from runner.tables import plugins_table
 
     manager = get_manager()
     if as_json:
@@ -105,21 +105,21 @@ def show(
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override; repeatable.")] = None,
 ) -> None:
     """A method's config keys: type, resolved value, where the value comes from, and what it does."""
+    from runner.commands.tables import config_table
     from runner.config import parse_set
+    from runner.plan import RunRequest, make_plan
     from runner.plugins import get_manager
-    from runner.run import RunRequest, plan
-    from runner.tables import config_table
 
     manager = get_manager()
     overrides = parse_set(set_ or [])
     pair_, dataset_ = one(pair, "--pair"), one(dataset, "--dataset")
-    req = RunRequest(method, pair=pair_, dataset=dataset_, preset=preset, overrides=overrides)
-    resolved = plan(req, manager)
-    cls = manager.method(method)
-    reg = manager.methods()[method]
-    console.print(f"[bold]{method}[/] ({cls.kind}, from {reg.package}): {cls.description}")
+    planned = make_plan(RunRequest(method, pair=pair_, dataset=dataset_, preset=preset, overrides=overrides), manager)
+    resolved, cls = planned.resolved, planned.method_cls
+    console.print(f"[bold]{method}[/] ({cls.kind}, from {planned.package}): {cls.description}")
     console.print(f"on {resolved.task.label}")
-    defaults = plan(RunRequest(method, pair=pair_, dataset=dataset_), manager) if preset or overrides else None
+    defaults = None
+    if preset or overrides:
+        defaults = make_plan(RunRequest(method, pair=pair_, dataset=dataset_), manager).resolved
     console.print(config_table(cls, resolved, defaults))
     if defaults is not None:
         changed = [k for k, v in resolved.flat().items() if defaults.flat()[k] != v]
@@ -180,8 +180,9 @@ def run(
             raise Hw3Error("--nproc runs one run at a time; drop --seeds, or loop over --seed N yourself")
         raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
     from runner.errors import RunInterrupted
+    from runner.plan import RunRequest
     from runner.progress import fmt_metrics, fmt_value
-    from runner.run import RunRequest, execute
+    from runner.run import execute
 
     overrides = parse_set(set_ or [])
     overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
@@ -206,16 +207,15 @@ def run(
         raise typer.Exit(code=exc.exit_code) from None
     if not is_main_process():
         return  # rank 0 prints the summary for the group
-    from runner.plugins import get_manager
-
-    primary = get_manager().method(method).primary_metric
+    assert result.plan is not None
+    cls = result.plan.method_cls
+    primary = cls.primary_metric
     value = result.metrics.get(primary)
     headline = fmt_value(primary, value) if value is not None else "not measured"
     console.print(
         f"\n[bold green]{primary.replace('_', ' ')} {headline}[/] after {result.resolved.settings.epochs} epochs"
     )
     console.print(fmt_metrics(result.metrics), highlight=False)
-    cls = get_manager().method(method)
     summary = {k: result.metrics[k] for k in cls.summary_metrics if "/" in k and k in result.metrics}
     if summary:  # the nested ones fmt_metrics leaves out, such as a GAN's quality/kid
         console.print(fmt_metrics(summary, skip_nested=False), highlight=False)
@@ -223,9 +223,11 @@ def run(
     console.print(f"tracking {result.tracking_uri}; checkpoint {result.checkpoint}", highlight=False)
     if result.tracking_uri.startswith("sqlite:"):
         console.print(
-            f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)",
+            f"see it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open {result.link})",
             highlight=False,
         )
+    elif result.link:
+        console.print(f"see it: {result.link}", highlight=False)
 
 
 @app.command()
@@ -246,8 +248,8 @@ def report(
 
     Runs of one method and pair whose settings differ are never averaged together: the row splits,
     each part labelled with the settings that differ (choose one with --filter KEY=VALUE)."""
+    from runner.commands.report import build, rich_table, write
     from runner.config import parse_set
-    from runner.report import build, rich_table, write
 
     filters = [(k, str(v)) for k, v in parse_set(filter_ or [])]
     rep = build(protocol, pair, filters=filters)
@@ -280,8 +282,8 @@ def reproduce(
 
       hw3 reproduce course --data-root ~/hw3-data    # the course's own data
     """
+    from runner.commands.reproduce import reproduce as run_suite
     from runner.config import parse_set
-    from runner.reproduce import reproduce as run_suite
 
     page, outcomes = run_suite(suite, preset, parse_set(set_ or []), data_root, out, console)
     failed = [o for o in outcomes if o.status == "FAILED"]
@@ -298,7 +300,7 @@ def tsne(
     data_root: Annotated[str | None, typer.Option(help="Folder holding dataset files, if the run used one.")] = None,
 ) -> None:
     """t-SNE of a finished run's features, by class and by domain, logged to the run as figures."""
-    from runner.adapt.features import tsne_for_run
+    from runner.commands.tsne import tsne_for_run
 
     at_least(points, 10, "--points")
 
@@ -325,7 +327,7 @@ def sample(
 
       hw3 sample RUN_ID --label 7 --out sevens.png     # an acgan run
     """
-    from runner.generate.sampling import sample_run
+    from runner.commands.sample import sample_run
 
     path = sample_run(run_id, n, out, label, seed)
     console.print(f"wrote {n} samples from run {run_id} to {path}", highlight=False)
@@ -342,8 +344,8 @@ DataRoot = Annotated[
 @one_line_errors
 def data_list(data_root: DataRoot = None) -> None:
     """Every dataset: where it would be read from, whether it is available offline, and cached."""
+    from runner.commands.tables import datasets_table
     from runner.plugins import get_manager
-    from runner.tables import datasets_table
 
     console.print(datasets_table(get_manager(), data_root, cache=True))
 
@@ -357,7 +359,7 @@ def data_check(
     """Read every file of a dataset and report counts per split and class, sizes and all problems."""
     from rich.table import Table
 
-    from runner.datacmds import check
+    from runner.commands.data import check
 
     report = check(name, data_root, err_console)
     console.print(f"[bold]{name}[/]: {report.origin}  (data root {report.root})", highlight=False)
@@ -386,7 +388,7 @@ def data_prepare(
     download: Annotated[bool, typer.Option(help="Download the dataset's files first (needs a network).")] = False,
 ) -> None:
     """Decode a dataset once into the tensor cache that runs read (downloading it first if asked)."""
-    from runner.datacmds import prepare
+    from runner.commands.data import prepare
 
     path, splits = prepare(name, data_root, download, console)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
@@ -402,7 +404,7 @@ def data_show(
     data_root: DataRoot = None,
 ) -> None:
     """Write a PNG grid of training samples, one row per class."""
-    from runner.datacmds import show
+    from runner.commands.data import show
 
     at_least(per_class, 1, "--per-class")
 
@@ -426,7 +428,7 @@ def new_plugin(
 
       hw3 new plugin my-method && pip install ./my-method && pytest my-method
     """
-    from runner.scaffold import new_plugin as write
+    from runner.commands.scaffold import new_plugin as write
 
     path = write(name, dir_)
     shown = path if path.is_absolute() else f"./{path}"  # so pip reads a path, not a package name
@@ -484,10 +486,10 @@ def sweep(
 
       hw3 sweep dann --grid lr=0.001,0.01 --workers 4    # 4 at once
     """
+    from runner.commands.sweep import parse_grid, rich_table, run_sweep
     from runner.config import parse_set
     from runner.fanout import parse_seeds
     from runner.run import RunRequest
-    from runner.sweep import parse_grid, rich_table, run_sweep
 
     at_least(workers, 1, "--workers")
 

@@ -22,7 +22,7 @@ def methods_table(manager: PluginManager) -> Table:
 
 
 def datasets_table(manager: PluginManager, data_root: str | None = None, cache: bool = False) -> Table:
-    from runner.datacmds import cached, context_for
+    from runner.commands.data import cached, context_for
 
     t = Table(title="datasets", title_justify="left")
     for col in ("name", "domain", "classes", "channels", "size", "available", "source", "package"):

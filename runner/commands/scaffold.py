@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runner.errors import Hw3Error
 
-TEMPLATES = Path(__file__).resolve().parent / "templates" / "plugin"
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "plugin"
 NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 MAX_NAME = 40
 

@@ -18,15 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from runner.config import ResolvedConfig, coerce, config_fields
+from runner.config import coerce, config_fields
 from runner.errors import ConfigError, choices_hint
 from runner.fanout import Child, FanOut, Parent, fan_out, mean_std
+from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 from runner.progress import fmt_value
-from runner.run import RunRequest, plan
-
-SWEEP_TAG = "hw3.sweep"  # "true" on the parent
-CHILD_TAG = "hw3.sweep.child"  # "true" on each child, beside one `hw3.grid.KEY` tag per grid key
+from runner.record import ParentRecord
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -96,16 +94,16 @@ def _label(setting: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in setting.items())
 
 
-def check(req: RunRequest, grid: dict[str, list[str]], seeds: list[int] | None) -> ResolvedConfig:
-    """Check the whole sweep as `hw3 run` checks one run, before anything starts; the base config."""
+def check(req: RunRequest, grid: dict[str, list[str]], seeds: list[int] | None) -> Plan:
+    """Check the whole sweep as `hw3 run` checks one run, before anything starts; the base plan."""
     manager = get_manager()
     if req.resume:
         raise ConfigError("hw3 sweep starts new runs; resume a child run on its own with hw3 run --resume RUN_ID")
     given = {k for k, _ in req.overrides}
     if seeds is not None and "seed" in given:
         raise ConfigError("give either --set seed=N or --seeds, not both")
-    base = plan(req, manager)
-    method_cls = manager.method(req.method)
+    base = make_plan(req, manager)
+    method_cls = base.method_cls
     fields = config_fields(method_cls)
     for key, values in grid.items():
         if key == "seed":
@@ -124,7 +122,7 @@ def check(req: RunRequest, grid: dict[str, list[str]], seeds: list[int] | None) 
             seen[typed] = value
     for setting in settings_of(grid):
         try:  # ranges and the like, which only the whole config shows
-            plan(_child(req, setting, None), manager)
+            make_plan(_child(req, setting, None), manager)
         except ConfigError as exc:
             raise ConfigError(f"--grid {_label(setting)}: {exc}") from None
     return base
@@ -148,27 +146,22 @@ def run_sweep(
     Ctrl-C stops the sweep and marks the parent KILLED; what finished is still summarised on it.
     """
     console = console or Console()
-    resolved = check(req, grid, seeds)
-    task = resolved.task
-    primary = get_manager().method(req.method).primary_metric
+    base = check(req, grid, seeds)
+    resolved, task = base.resolved, base.task
+    primary = base.method_cls.primary_metric
     run_seeds = seeds if seeds is not None else [resolved.settings.seed]
     # Not `hw3-...` as plain runs: `hw3 report` reads those, and tuning runs do not belong in its table.
     experiment = req.experiment or f"sweep-{task.slug}"
     name = f"{req.method}-{task.slug}"
     others = {k: v for k, v in resolved.flat().items() if k not in grid and k != "seed"}
-    grid_params = {f"grid.{k}": ",".join(v) for k, v in grid.items()}
+    rec = ParentRecord(req.method, task, run_seeds, grid)
     parent = Parent(
         experiment=experiment,
         run_name=req.run_name or f"{name}-sweep",
-        tags={
-            "method": req.method,
-            **task.tags(),
-            SWEEP_TAG: "true",
-            "hw3.grid": "; ".join(f"{k}={','.join(v)}" for k, v in grid.items()),
-            "hw3.seeds": ",".join(map(str, run_seeds)),
-        },
-        params={"method": req.method, **task.tags(), **grid_params, "seeds": ",".join(map(str, run_seeds)), **others},
+        record=rec,
+        params=rec.params(others),
         what="sweep",
+        primary=primary,
     )
     result = SweepResult(
         "",
@@ -183,13 +176,9 @@ def run_sweep(
     children, places = [], []
     for row in result.rows:
         for seed in run_seeds:
-            tags = {CHILD_TAG: "true", **{f"hw3.grid.{k}": v for k, v in row.setting.items()}}
             run_name = f"{name} {_label(row.setting)} seed{seed}"
-            children.append(
-                Child(
-                    _child(req, row.setting, seed, tags=tags, run_name=run_name), f"{_label(row.setting)} seed {seed}"
-                )
-            )
+            child = _child(req, row.setting, seed, sweep_setting=dict(row.setting), run_name=run_name)
+            children.append(Child(child, f"{_label(row.setting)} seed {seed}"))
             places.append((row, seed))
     console.print(
         f"[bold]sweep[/] {escape(req.method)} on {task.label}: {len(result.rows)} settings x {len(run_seeds)} seeds = "

@@ -16,13 +16,13 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from runner import record
 from runner.config import load_registry
 from runner.errors import ConfigError, Hw3Error, RunInterrupted, choices_hint
+from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 from runner.progress import fmt_value
-from runner.run import RunRequest, execute, plan
-
-SUITE_TAG, ITEM_TAG, SETTINGS_TAG = "hw3.suite", "hw3.suite.item", "hw3.suite.settings"
+from runner.run import execute
 
 
 @dataclass
@@ -92,7 +92,7 @@ def settings_hash(preset: str | None, overrides: list[tuple[str, Any]], data_roo
 
 def requests(
     suite: str, items: list[Item], preset: str | None, overrides: list[tuple[str, Any]], data_root: str | None
-) -> list[RunRequest]:
+) -> list[Plan]:
     """One request per item, every one planned (so any bad key or value fails before the first run)."""
     manager = get_manager()
     digest = settings_hash(preset, overrides, data_root)
@@ -105,13 +105,12 @@ def requests(
             preset=preset,
             overrides=[*item.settings.items(), *overrides],
             data_root=data_root,
-            tags={SUITE_TAG: suite, ITEM_TAG: item.key, SETTINGS_TAG: digest},
+            suite=record.SuiteItem(suite, item.key, digest),
         )
         try:
-            plan(req, manager)
+            out.append(make_plan(req, manager))
         except Hw3Error as exc:
             raise type(exc)(f"suite '{suite}', run '{item.key}': {exc}") from None
-        out.append(req)
     return out
 
 
@@ -119,19 +118,12 @@ def previous_runs(suite: str, digest: str) -> dict[str, Any]:
     """The newest earlier run of each item of this suite with these settings."""
     from runner.tracking import Tracker
 
-    client = Tracker().client
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return {}
-    runs = client.search_runs(
-        experiments,
-        filter_string=f"tags.`{SUITE_TAG}` = '{suite}' and tags.`{SETTINGS_TAG}` = '{digest}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1000,
+    runs = Tracker().search(
+        f"tags.`{record.SUITE}` = '{suite}' and tags.`{record.SUITE_SETTINGS}` = '{digest}'", limit=1000
     )
     newest: dict[str, Any] = {}
     for run in runs:
-        newest.setdefault(run.data.tags.get(ITEM_TAG, ""), run)
+        newest.setdefault(run.data.tags.get(record.SUITE_ITEM, ""), run)
     return newest
 
 
@@ -144,16 +136,17 @@ def reproduce(
     console: Console | None = None,
 ) -> tuple[Path, list[Outcome]]:
     """Run (or reuse, or resume) every run of `suite`, then write its report folder."""
-    from runner.suite_report import write_report
+    from runner.commands.suite_report import write_report
 
     console = console or Console()
     overrides = overrides or []
     description, items = load_suite(suite)
-    reqs = requests(suite, items, preset, overrides, data_root)
+    plans = requests(suite, items, preset, overrides, data_root)
     digest = settings_hash(preset, overrides, data_root)
     earlier = previous_runs(suite, digest)
     outcomes: list[Outcome] = []
-    for n, (item, req) in enumerate(zip(items, reqs, strict=True), start=1):
+    for n, (item, planned) in enumerate(zip(items, plans, strict=True), start=1):
+        req: RunRequest | Plan = planned
         head = f"[bold]({n}/{len(items)})[/] {item.key}"
         run = earlier.get(item.key)
         if run is not None and run.info.status == "FINISHED":
@@ -168,7 +161,7 @@ def reproduce(
         try:
             result = execute(req, console)
             outcomes.append(Outcome(item, result.run_id, result.status))
-            primary = get_manager().method(item.method).primary_metric
+            primary = planned.method_cls.primary_metric
             if primary in result.metrics:
                 console.print(f"  {primary} {fmt_value(primary, result.metrics[primary])}", highlight=False)
         except RunInterrupted:

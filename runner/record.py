@@ -1,0 +1,259 @@
+"""The schema of what hw3 writes to MLflow: every tag and param name in one place (as MLflow keeps
+its own in `mlflow_tags.py`), and `RunRecord` / `ParentRecord`, a run's identity as typed fields
+with the tags and params it is written as and a reader back from an MLflow run.
+
+Nothing else spells an `hw3.*` name (tests/test_structure.py checks): a reader that wants a tag
+asks this module for its name, so renaming one is a change here alone.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import platform
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.config import Task
+from runner.method import ReportRow
+from runner.version import __version__
+
+if TYPE_CHECKING:
+    from runner.config import ResolvedConfig
+
+# -- tags a user filters on (plain names, shown as they are in the UI) ----------------------------
+METHOD = "method"
+PAIR = "pair"
+DATASET = "dataset"
+SEED = "seed"
+DEVICE = "device"  # where it trained, in words: "cpu (2 threads)", "cuda:0 (NVIDIA H200)"
+COMPUTE = "compute"  # precision and memory format
+SELECTION = "selection"  # which epoch the headline metrics come from
+# Run settings a resume may change (`--epochs`, `--device`, ...). MLflow params are write-once, so
+# these are tags named `setting.KEY`, rewritten on every resume, and never params.
+SETTING_PREFIX = "setting."
+
+# -- hw3's own tags --------------------------------------------------------------------------------
+ROW = "hw3.row"  # the row of `hw3 report`'s table; "" keeps a run out of it
+ROW_PLACE = "hw3.row.place"
+ROW_ORDER = "hw3.row.order"
+PROCESS = "hw3.process"  # PID@HOST:START of the process training the run, to find orphans
+PROCESSES = "hw3.processes"  # data-parallel processes, when more than one
+CHECKPOINT = "hw3.checkpoint"  # shown in the UI; resuming never reads it (editable)
+ERROR = "hw3.error"  # why a run FAILED, one line
+VERSION = "hw3.version"
+PARENT = "hw3.parent"  # "true" on a parent run (`--seeds`, `hw3 sweep`)
+SEEDS = "hw3.seeds"  # a parent's seeds, "0,1,2"
+SWEEP = "hw3.sweep"  # "true" on a sweep's parent
+SWEEP_CHILD = "hw3.sweep.child"  # "true" on each of its children
+GRID = "hw3.grid"  # a sweep parent's grid, "lr=0.1,0.01; batch_size=64"
+GRID_PREFIX = "hw3.grid."  # one tag per grid key on each sweep child
+SUITE = "hw3.suite"
+SUITE_ITEM = "hw3.suite.item"
+SUITE_SETTINGS = "hw3.suite.settings"  # digest of a suite's preset, overrides and data root
+
+# -- params (write-once) ---------------------------------------------------------------------------
+CHECKPOINT_DIR = "hw3.checkpoint_dir"  # absolute; resume reads this, never the editable tag
+SEEDS_PARAM = "seeds"
+GRID_PARAM_PREFIX = "grid."
+
+# -- what a logged model's weights/spec.json says it is --------------------------------------------
+CLASSIFIER_SPEC = "hw3.digit_classifier"
+SAMPLER_SPEC = "hw3.sampler"
+
+# -- MLflow's own names that hw3 writes ------------------------------------------------------------
+MLFLOW_PARENT = "mlflow.parentRunId"  # nests a child under its parent in the UI
+MLFLOW_USER = "mlflow.user"  # "Created by"
+MLFLOW_SOURCE_NAME = "mlflow.source.name"  # "Source": the command that made the run
+MLFLOW_SOURCE_TYPE = "mlflow.source.type"
+MLFLOW_NOTE = "mlflow.note.content"  # the run's description in the UI
+SHARED_VIEW = "mlflow.sharedViewState."  # + a key: a runs-table view the UI opens by link
+EXPERIMENT_KIND = "mlflow.experimentKind"  # which view the UI opens an experiment in
+TRAINING_KIND = "custom_model_development"  # the training view, not MLflow 3's GenAI one
+
+# Run settings that a `--resume` may change: tags, not params.
+RESUMABLE = ("epochs", "device", "eval_batch_size", "log_every")
+
+
+def setting_tag(key: str) -> str:
+    return SETTING_PREFIX + key
+
+
+def grid_tag(key: str) -> str:
+    return GRID_PREFIX + key
+
+
+def row_tags(row: ReportRow | None) -> dict[str, str]:
+    """The tags `hw3 report` reads a run's row from; an empty label keeps the run out of the table."""
+    if row is None:
+        return {ROW: ""}
+    return {ROW: row.label, ROW_PLACE: str(row.place), ROW_ORDER: str(row.order)}
+
+
+def origin_tags() -> dict[str, str]:
+    """Who made a run and with what command, versions included, as the UI shows them."""
+    import torch
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (some containers)
+        user = os.environ.get("USER", "")
+    argv = [os.path.basename(sys.argv[0]) or "python", *sys.argv[1:]]
+    if argv[0] in ("__main__.py", "-c", "-m"):
+        argv[0] = "hw3"
+    import mlflow
+
+    return {
+        MLFLOW_USER: user,
+        MLFLOW_SOURCE_NAME: shlex.join(argv)[:500],
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        VERSION: __version__,
+        "torch.version": torch.__version__,
+        "mlflow.version": mlflow.__version__,
+        "python.version": platform.python_version(),
+    }
+
+
+@dataclass(frozen=True)
+class SuiteItem:
+    """A run's place in `hw3 reproduce`: the suite, the item's key and the settings digest."""
+
+    suite: str
+    item: str
+    settings: str
+
+
+@dataclass
+class RunRecord:
+    """One run as MLflow holds it: who it is (method, task, seed), where it belongs (report row,
+    parent, sweep setting or suite item), how it ran (device, processes) and where its checkpoint
+    is. `tags()` and `params()` write it; `from_run` reads it back."""
+
+    method: str
+    task: Task
+    seed: int | None = None
+    row: ReportRow | None = None
+    parent_run_id: str = ""
+    sweep_setting: dict[str, str] | None = None  # a sweep child's grid values
+    suite: SuiteItem | None = None
+    processes: int = 1
+    checkpoint_dir: str = ""  # the folder holding <run id>/last.pt
+    checkpoint: str = ""  # the file, once the run has an ID
+    device: str = ""
+    compute: str = ""
+    process: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # the RESUMABLE settings' current values
+    error: str = ""
+
+    def tags(self) -> dict[str, str]:
+        tags = {METHOD: self.method, **self.task.tags(), SELECTION: "last", **row_tags(self.row)}
+        if self.seed is not None:
+            tags[SEED] = str(self.seed)
+        for key, value in ((DEVICE, self.device), (COMPUTE, self.compute), (PROCESS, self.process)):
+            if value:
+                tags[key] = value
+        if self.processes > 1:
+            tags[PROCESSES] = str(self.processes)
+        if self.parent_run_id:
+            tags[MLFLOW_PARENT] = self.parent_run_id
+        if self.sweep_setting is not None:
+            tags[SWEEP_CHILD] = "true"
+            tags.update({grid_tag(k): v for k, v in self.sweep_setting.items()})
+        if self.suite is not None:
+            tags.update({SUITE: self.suite.suite, SUITE_ITEM: self.suite.item, SUITE_SETTINGS: self.suite.settings})
+        if self.checkpoint:
+            tags[CHECKPOINT] = self.checkpoint
+        tags.update({setting_tag(k): v for k, v in self.settings.items()})
+        return tags
+
+    def changing_tags(self) -> dict[str, str]:
+        """What a resume says again: the process, where it computes, the settings it may change."""
+        tags = {k: v for k, v in ((DEVICE, self.device), (COMPUTE, self.compute), (PROCESS, self.process)) if v}
+        return {**tags, **{setting_tag(k): v for k, v in self.settings.items()}}
+
+    def params(self, resolved: ResolvedConfig) -> dict[str, str]:
+        """The write-once params: every resolved setting a resume cannot change, and the checkpoint folder."""
+        values = {k: v for k, v in resolved.flat().items() if k not in RESUMABLE}
+        return {METHOD: self.method, **self.task.tags(), **values, CHECKPOINT_DIR: self.checkpoint_dir}
+
+    @staticmethod
+    def resumable(resolved: ResolvedConfig) -> dict[str, str]:
+        flat = resolved.flat()
+        return {k: str(flat[k]) for k in RESUMABLE if k in flat}
+
+    @property
+    def is_sweep_child(self) -> bool:
+        return self.sweep_setting is not None
+
+    @classmethod
+    def from_run(cls, run: Any) -> RunRecord:
+        """What an MLflow run says of itself (older hw3 runs included: their `epochs` is a param,
+        their checkpoint folder perhaps only in the `hw3.checkpoint` tag)."""
+        tags, params = run.data.tags, run.data.params
+        task = Task.pair_of(*tags[PAIR].split(":")) if PAIR in tags else Task.single(tags.get(DATASET, ""))
+        row = None
+        if tags.get(ROW):
+            row = ReportRow(tags[ROW], int(tags.get(ROW_PLACE, "1")), int(tags.get(ROW_ORDER, "100")))
+        grid = {k.removeprefix(GRID_PREFIX): v for k, v in tags.items() if k.startswith(GRID_PREFIX)}
+        suite = None
+        if SUITE in tags:
+            suite = SuiteItem(tags[SUITE], tags.get(SUITE_ITEM, ""), tags.get(SUITE_SETTINGS, ""))
+        settings = {k: params[k] for k in RESUMABLE if k in params}
+        settings.update({k.removeprefix(SETTING_PREFIX): v for k, v in tags.items() if k.startswith(SETTING_PREFIX)})
+        seed = tags.get(SEED, params.get(SEED))
+        return cls(
+            method=tags.get(METHOD, ""),
+            task=task,
+            seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+            row=row,
+            parent_run_id=tags.get(MLFLOW_PARENT, ""),
+            sweep_setting=grid if tags.get(SWEEP_CHILD) == "true" else None,
+            suite=suite,
+            processes=int(tags.get(PROCESSES, "1")),
+            checkpoint_dir=params.get(CHECKPOINT_DIR, "") or _old_checkpoint_dir(run),
+            checkpoint=tags.get(CHECKPOINT, ""),
+            device=tags.get(DEVICE, ""),
+            compute=tags.get(COMPUTE, ""),
+            process=tags.get(PROCESS, ""),
+            settings=settings,
+            error=tags.get(ERROR, ""),
+        )
+
+
+def _old_checkpoint_dir(run: Any) -> str:
+    """A run made before the checkpoint-folder param: its `hw3.checkpoint` tag when the tag has the
+    shape hw3 wrote (`<folder>/<run id>/last.pt`), else its `checkpoint_dir` param."""
+    from pathlib import Path
+
+    tagged = Path(run.data.tags.get(CHECKPOINT, ""))
+    if tagged.name == "last.pt" and tagged.parent.name == run.info.run_id:
+        return str(tagged.parent.parent)
+    return run.data.params.get("checkpoint_dir", "")
+
+
+def is_parent(run: Any) -> bool:
+    return run.data.tags.get(PARENT) == "true"
+
+
+@dataclass
+class ParentRecord:
+    """A parent run (`hw3 run --seeds`, `hw3 sweep`): what it groups and how."""
+
+    method: str
+    task: Task
+    seeds: list[int]
+    grid: dict[str, list[str]] | None = None  # a sweep's
+
+    def tags(self) -> dict[str, str]:
+        tags = {METHOD: self.method, **self.task.tags(), PARENT: "true", SEEDS: ",".join(map(str, self.seeds))}
+        if self.grid is not None:
+            tags[SWEEP] = "true"
+            tags[GRID] = "; ".join(f"{k}={','.join(v)}" for k, v in self.grid.items())
+        return tags
+
+    def params(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """`shared`: the settings every child has in common."""
+        grid = {GRID_PARAM_PREFIX + k: ",".join(v) for k, v in (self.grid or {}).items()}
+        return {METHOD: self.method, **self.task.tags(), **grid, SEEDS_PARAM: ",".join(map(str, self.seeds)), **shared}

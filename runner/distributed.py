@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from runner.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -48,13 +50,25 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def check_gpus(processes: int, device: str, gpus: int) -> None:
+    """One process per GPU: on a CUDA device, more processes than GPUs stop here, in one line,
+    before any work (rather than an invalid device ordinal in one rank while the others hang)."""
+    cuda = device.startswith("cuda") or (device == "auto" and gpus > 0)
+    if cuda and processes > gpus:
+        raise ConfigError(
+            f"--nproc {processes}: one process per GPU, and this machine has {gpus} visible GPU(s); use "
+            f"--nproc {max(gpus, 1)}, or several runs on one GPU with hw3 sweep --workers N"
+        )
+
+
 def init(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes (gloo on the CPU, NCCL on CUDA)."""
     if not under_launcher():
         return SINGLE, device
     import torch.distributed as dist
 
-    if device.type == "cuda":
+    if device.type == "cuda":  # every rank checks alike, so all stop, before any waits for the others
+        check_gpus(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), "cuda", torch.cuda.device_count())
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():

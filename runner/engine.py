@@ -92,7 +92,7 @@ def fit(
     """Run `method` to the end: setup, the run-start hook, the remaining epochs (train, evaluate,
     end of epoch), then summary metrics, figures and the logged model. The run's status goes to
     the run-end hook whatever happens; the run itself is ended by whoever opened it (the
-    tracker's `open`, or `runner.tracking.ending` around a sink of one's own). Raises `RunInterrupted` after Ctrl-C or
+    tracker's `open`, or `runner.sinks.ending` around a sink of one's own). Raises `RunInterrupted` after Ctrl-C or
     SIGTERM (a checkpoint saved), `RunFailed` when a loss is not finite or the method raises
     (`owner` names the method and its plugin in that message). `stop` is a `StopFlag` the caller
     put in place earlier (so a signal during its own work is not lost); fit makes its own else."""

@@ -165,7 +165,12 @@ def _plan_resume(
     from runner.checkpoint import checkpoint_path, load
 
     assert req.resume
-    rec = record.RunRecord.from_run(tracker.find_run(req.resume))
+    run = tracker.find_run(req.resume)
+    if record.is_parent(run):
+        raise ConfigError(
+            f"--resume {req.resume}: that is the parent run of --seeds or a sweep; resume one of its child runs"
+        )
+    rec = record.RunRecord.from_run(run)
     if rec.method != req.method:
         raise ConfigError(
             f"--resume {req.resume}: that is a '{rec.method}' run; use hw3 run {rec.method} --resume {req.resume}"

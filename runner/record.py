@@ -191,11 +191,12 @@ class RunRecord:
     def from_run(cls, run: Any) -> RunRecord:
         """What an MLflow run says of itself (older hw3 runs included: their `epochs` is a param,
         their checkpoint folder perhaps only in the `hw3.checkpoint` tag)."""
-        tags, params = run.data.tags, run.data.params
-        task = Task.pair_of(*tags[PAIR].split(":")) if PAIR in tags else Task.single(tags.get(DATASET, ""))
+        tags, params = run.data.tags, run.data.params  # tags are editable in the UI: read them warily
+        source, _, target = tags.get(PAIR, "").partition(":")
+        task = Task.pair_of(source, target) if PAIR in tags else Task.single(tags.get(DATASET, ""))
         row = None
         if tags.get(ROW):
-            row = ReportRow(tags[ROW], int(tags.get(ROW_PLACE, "1")), int(tags.get(ROW_ORDER, "100")))
+            row = ReportRow(tags[ROW], _int(tags.get(ROW_PLACE), 1), _int(tags.get(ROW_ORDER), 100))
         grid = {k.removeprefix(GRID_PREFIX): v for k, v in tags.items() if k.startswith(GRID_PREFIX)}
         suite = None
         if SUITE in tags:
@@ -206,12 +207,12 @@ class RunRecord:
         return cls(
             method=tags.get(METHOD, ""),
             task=task,
-            seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+            seed=_int(seed, None),
             row=row,
             parent_run_id=tags.get(MLFLOW_PARENT, ""),
             sweep_setting=grid if tags.get(SWEEP_CHILD) == "true" else None,
             suite=suite,
-            processes=int(tags.get(PROCESSES, "1")),
+            processes=_int(tags.get(PROCESSES), 1) or 1,
             checkpoint_dir=params.get(CHECKPOINT_DIR, "") or _old_checkpoint_dir(run),
             checkpoint=tags.get(CHECKPOINT, ""),
             device=tags.get(DEVICE, ""),
@@ -220,6 +221,13 @@ class RunRecord:
             settings=settings,
             error=tags.get(ERROR, ""),
         )
+
+
+def _int(text: str | None, default: Any) -> Any:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
 
 
 def _old_checkpoint_dir(run: Any) -> str:

@@ -70,6 +70,7 @@ def execute(req: RunRequest | Plan, console: Console | None = None) -> RunResult
     compute = choose_compute(device, s.precision, s.channels_last)
     threads_before = torch.get_num_threads()
     dist, device = init(device)
+    handle = None
     try:
         # Leaving this block with an exception passes it to every context entered in it: the run
         # record sees it and ends the run FAILED or KILLED, never FINISHED.
@@ -103,8 +104,14 @@ def execute(req: RunRequest | Plan, console: Console | None = None) -> RunResult
                 owner=plan.owner,
                 stop=stop,
             )
-    except KeyboardInterrupt:  # before the run existed: nothing to save
-        raise RunInterrupted("interrupted before the run started; nothing was saved") from None
+    except KeyboardInterrupt:  # a second Ctrl-C before training began: no checkpoint yet
+        run_id = handle.run_id if handle else ""
+        stopped = RunInterrupted(
+            f"interrupted before training started; run {run_id} is marked KILLED and has no checkpoint yet"
+            if run_id
+            else "interrupted before the run started; nothing was saved"
+        )
+        raise stopped from None
     finally:
         shutdown(dist)
         torch.set_num_threads(threads_before)  # a caller in the same process (a sweep, a test) keeps its own

@@ -1,6 +1,6 @@
 """Where a run's outputs go. The engine writes through `Sink`; the MLflow `Tracker` is one, an
 in-memory `MemorySink` serves tests and embedding, `NullSink` the processes other than rank 0.
-The engine never ends a run: whoever opened it does (`runner.tracking.ending`)."""
+The engine never ends a run: whoever opened it does (`ending`, below)."""
 
 from __future__ import annotations
 

@@ -198,7 +198,7 @@ class Tracker:
             runs = self.client.search_runs(exps, max_results=n, order_by=["attributes.start_time DESC"])
         except Exception:
             return []
-        return [f"{r.info.run_id} ({r.data.tags.get('method', '?')}, {r.info.status})" for r in runs]
+        return [f"{r.info.run_id} ({r.data.tags.get(record.METHOD, '?')}, {r.info.status})" for r in runs]
 
     def experiment_id(self, name: str) -> str:
         """The experiment's ID, created (in the UI's training view) when it is new."""
@@ -249,18 +249,19 @@ class Tracker:
         `columns`: the metrics the experiment's runs table shows first (its shared view)."""
         if resume:
             self.reopen(resume)
-            if isinstance(rec, record.RunRecord):
-                self.set_tags(rec.changing_tags())
         else:
             self.start(experiment, run_name, rec.tags())
-            if params:
+        handle = RunHandle(self.run_id, "", self)
+        with ending(self, handle):  # from here on, whatever happens ends the run
+            if resume and isinstance(rec, record.RunRecord):
+                self.set_tags(rec.changing_tags())
+            if not resume and params:
                 self.log_params(params)
-            if config is not None:
+            if not resume and config is not None:
                 self.log_dict(config, "config.json")
-        handle = RunHandle(self.run_id, self.experiment_of(self.run_id), self)
-        if columns:
-            self.share_view(handle.experiment_id, columns)
-        with ending(self, handle):
+            handle.experiment_id = self.experiment_of(self.run_id)
+            if columns:
+                self.share_view(handle.experiment_id, columns)
             yield handle
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -296,16 +297,16 @@ class Tracker:
     def log_table(self, table: dict[str, Any], path: str) -> None:
         """A table ({"columns": [...], "data": [[...], ...]}) the UI shows as one. MLflow appends to
         a table already logged under `path`, and a method's tables hold every epoch so far, so a
-        resumed run that logged it before adds only the rows beyond those."""
+        resumed run that logged it before adds only the rows it does not hold yet."""
         import pandas as pd
 
-        logged = 0
+        rows = [[plain(v) if isinstance(v, float) else v for v in row] for row in table["data"]]
         folder = path.rpartition("/")[0] or None
         if any(a.path == path for a in self._call(self.client.list_artifacts, self.run_id, folder)):
             with tempfile.TemporaryDirectory() as tmp:
-                done = json.loads(Path(self.client.download_artifacts(self.run_id, path, tmp)).read_text())
-            logged = len(done.get("data", []))
-        rows = [[plain(v) if isinstance(v, float) else v for v in row] for row in table["data"][logged:]]
+                done = json.loads(self.artifact(self.run_id, path, tmp).read_text()).get("data", [])
+            logged = {json.dumps(row) for row in done}
+            rows = [row for row in rows if json.dumps(row) not in logged]
         if rows:
             self._call(self.client.log_table, self.run_id, pd.DataFrame(rows, columns=table["columns"]), path)
 
@@ -347,6 +348,8 @@ class Tracker:
                 tags={"epochs": str(step)},
             )
         self.model_id = getattr(info, "model_id", "") or ""
+        # Leaving mlflow.start_run marked the run FINISHED; it is not over until its owner ends it.
+        self._call(self.client.update_run, self.run_id, status="RUNNING")
 
     def end(self, status: str) -> None:
         self._call(self.client.set_terminated, self.run_id, status=status)

@@ -15,6 +15,12 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+def test_sweep_and_reproduce_choose_the_device_as_run_does() -> None:
+    for command in ("run", "sweep", "reproduce"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0 and "--device" in result.stdout and "cuda:N" in result.stdout, command
+
+
 def test_help_lists_commands_and_run_options() -> None:
     result = invoke("--help")
     assert result.exit_code == 0

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from rich.console import Console
 from typer.testing import CliRunner
@@ -59,3 +60,18 @@ def test_nproc_2_on_the_cpu_logs_one_run_that_matches_one_process_with_the_globa
 def test_nproc_with_seeds_is_a_one_line_error() -> None:
     r = CliRunner().invoke(app, ["run", "baseline", "--nproc", "2", "--seeds", "0,1"])
     assert r.exit_code == 1 and "--nproc" in r.output and "Traceback" not in r.output
+
+
+def test_more_processes_than_gpus_is_one_line_before_any_work() -> None:
+    from runner.distributed import check_gpus
+    from runner.errors import ConfigError
+
+    check_gpus(2, "cpu", 0)  # gloo processes on the CPU: any number
+    check_gpus(2, "auto", 0)  # auto without a GPU is the CPU
+    check_gpus(4, "cuda", 4)
+    for device in ("cuda", "cuda:0", "auto"):
+        with pytest.raises(ConfigError, match="--nproc 2: one process per GPU, and this machine has 1 visible GPU"):
+            check_gpus(2, device, 1)
+    result = CliRunner().invoke(app, ["run", "dann", "--nproc", "2", "--device", "cuda"])
+    assert result.exit_code == 1 and "has 0 visible GPU(s); use --nproc 1" in result.output
+    assert len(result.output.strip().splitlines()) == 1

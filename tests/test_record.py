@@ -70,6 +70,11 @@ def test_a_record_reads_back_what_it_wrote() -> None:
     # A run from before the checkpoint-folder param: its tag, when shaped as hw3 wrote it.
     run.data.params = {}
     assert record.RunRecord.from_run(run).checkpoint_dir == "/c"
+    # Tags are editable in the UI: nonsense in them reads as the defaults, never a traceback.
+    edited = {record.ROW_PLACE: "first", record.PROCESSES: "", record.SEED: "x", record.PAIR: "mnist"}
+    run.data.tags = {**rec.tags(), **edited}
+    odd = record.RunRecord.from_run(run)
+    assert (odd.row, odd.processes, odd.seed, odd.task.pair) == (ReportRow("DANN", 1, 10), 1, None, "mnist:")
 
 
 def test_the_store_holds_what_a_person_should_see(client) -> None:

@@ -24,6 +24,7 @@ from runner import hookimpl, option
 from runner.adapt import AdaptMethod, ClassifierConfig
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from runner import Batch, RunContext
@@ -91,7 +92,7 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
             consistency = (((p_student - p_teacher) ** 2).sum(1) * mask).mean()
             mean_pred = p_student.mean(0)
             uniform = torch.full_like(mean_pred, 1.0 / mean_pred.numel())
-            balance = F.binary_cross_entropy(mean_pred.clamp(1e-6, 1 - 1e-6), uniform)
+            balance = bernoulli_cross_entropy(mean_pred.clamp(1e-6, 1 - 1e-6), uniform)
             loss = cls_loss + c.consistency_weight * consistency + c.balance_weight * balance
         ctx.optimize(loss, self.opt)
         # The teacher follows the student's weights; its batch-norm statistics are its own,
@@ -104,6 +105,13 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
             ).tolist()  # fmt: skip
         return {"loss": stats[0], "loss/cls": stats[1], "loss/consistency": stats[2], "confident": stats[3],
                 "acc": stats[4]}  # fmt: skip
+
+
+def bernoulli_cross_entropy(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`F.binary_cross_entropy(p, target)` written out: CUDA's autocast refuses that function on
+    probabilities (it is unsafe in half precision), and this class-balance term has only
+    probabilities, already fp32. `p` must lie strictly inside (0, 1)."""
+    return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
 
 
 @hookimpl

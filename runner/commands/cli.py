@@ -36,6 +36,7 @@ Pair = Annotated[
 DatasetOpt = Annotated[
     list[str] | None, typer.Option(metavar="NAME", help="Dataset for generative methods (default: mnist).")
 ]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: auto).")]
 
 
 def one(values: list[str] | None, flag: str) -> str | None:
@@ -132,7 +133,7 @@ def run(
     method: Annotated[str, typer.Argument(help="Method to run, such as baseline (see `hw3 list`).")],
     pair: Pair = None,
     dataset: DatasetOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: auto).")] = None,
+    device: DeviceOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs (shorthand for --set epochs=N).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (shorthand for --set seed=N).")] = None,
     seeds: Annotated[
@@ -171,13 +172,17 @@ def run(
       hw3 run dann --nproc 2         # two processes, gradients averaged
     """
     from runner.config import parse_set
-    from runner.distributed import is_main_process, launch, under_launcher, without_option
+    from runner.distributed import check_gpus, is_main_process, launch, under_launcher, without_option
 
     at_least(nproc, 1, "--nproc")
 
     if nproc > 1 and not under_launcher():
         if seeds is not None:
             raise Hw3Error("--nproc runs one run at a time; drop --seeds, or loop over --seed N yourself")
+        import torch
+
+        where = device or dict(parse_set(set_ or [])).get("device") or "auto"
+        check_gpus(nproc, str(where), torch.cuda.device_count() if torch.cuda.is_available() else 0)
         raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
     from runner.errors import RunInterrupted
     from runner.plan import RunRequest
@@ -270,6 +275,7 @@ def reproduce(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="KEY=VALUE for every run of the suite; repeatable.")
     ] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Every run of a suite (by default the whole course report), then one report folder.
 
@@ -285,7 +291,7 @@ def reproduce(
     from runner.commands.reproduce import reproduce as run_suite
     from runner.config import parse_set
 
-    page, outcomes = run_suite(suite, preset, parse_set(set_ or []), data_root, out, console)
+    page, outcomes = run_suite(suite, preset, parse_set(set_ or []), data_root, out, console, device=device)
     failed = [o for o in outcomes if o.status == "FAILED"]
     console.print(f"\nwrote {page} and {page.with_suffix('.md')}", highlight=False)
     if failed:
@@ -463,6 +469,7 @@ def sweep(
     data_root: Annotated[
         str | None, typer.Option(help="Folder holding dataset files (default: $HW3_DATA_ROOT or ~/.cache/hw3).")
     ] = None,
+    device: DeviceOpt = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -498,7 +505,7 @@ def sweep(
         pair=one(pair, "--pair"),
         dataset=one(dataset, "--dataset"),
         preset=preset,
-        overrides=parse_set(set_ or []),
+        overrides=parse_set(set_ or []) + ([("device", device)] if device else []),
         experiment=experiment,
         data_root=data_root,
     )

@@ -128,12 +128,13 @@ def build(
             continue
         if rec.is_sweep_child or (run_ids is not None and run.info.run_id not in run_ids):
             continue  # tuning runs are not results; a suite's report shows its own runs
-        if (pairs and pair not in pairs) or any(run.data.params.get(k) != v for k, v in filters or []):
+        values = {**run.data.params, **rec.settings}  # what a resume may change is a tag, `setting.KEY`
+        if (pairs and pair not in pairs) or any(values.get(k) != v for k, v in filters or []):
             continue
         value = run.data.metrics.get(metric, run.data.metrics.get("target_acc") if protocol == "last" else None)
         if value is None:
             continue
-        settings = {k: v for k, v in {**run.data.params, **rec.settings}.items() if k not in NOT_SETTINGS}
+        settings = {k: v for k, v in values.items() if k not in NOT_SETTINGS}
         found[(row.label, pair)].append((run, settings, value))
         places[row.label] = (row, rec.method)
     cells: dict[tuple[str, str], Cell] = {}

@@ -91,11 +91,19 @@ def settings_hash(preset: str | None, overrides: list[tuple[str, Any]], data_roo
 
 
 def requests(
-    suite: str, items: list[Item], preset: str | None, overrides: list[tuple[str, Any]], data_root: str | None
+    suite: str,
+    items: list[Item],
+    preset: str | None,
+    overrides: list[tuple[str, Any]],
+    data_root: str | None,
+    device: str | None = None,
 ) -> list[Plan]:
-    """One request per item, every one planned (so any bad key or value fails before the first run)."""
+    """One plan per item, every one made before the first run (so any bad key or value fails
+    first). `device` is where they run: not a setting of the suite, so runs made on another
+    device are still reused."""
     manager = get_manager()
     digest = settings_hash(preset, overrides, data_root)
+    where = [("device", device)] if device else []
     out = []
     for item in items:
         req = RunRequest(
@@ -103,7 +111,7 @@ def requests(
             pair=item.pair,
             dataset=item.dataset,
             preset=preset,
-            overrides=[*item.settings.items(), *overrides],
+            overrides=[*item.settings.items(), *overrides, *where],
             data_root=data_root,
             suite=record.SuiteItem(suite, item.key, digest),
         )
@@ -134,6 +142,7 @@ def reproduce(
     data_root: str | None = None,
     out: Path | None = None,
     console: Console | None = None,
+    device: str | None = None,
 ) -> tuple[Path, list[Outcome]]:
     """Run (or reuse, or resume) every run of `suite`, then write its report folder."""
     from runner.commands.suite_report import write_report
@@ -141,7 +150,7 @@ def reproduce(
     console = console or Console()
     overrides = overrides or []
     description, items = load_suite(suite)
-    plans = requests(suite, items, preset, overrides, data_root)
+    plans = requests(suite, items, preset, overrides, data_root, device)
     digest = settings_hash(preset, overrides, data_root)
     earlier = previous_runs(suite, digest)
     outcomes: list[Outcome] = []
@@ -155,7 +164,8 @@ def reproduce(
             continue
         if run is not None and run.info.status == "KILLED":
             console.print(f"{head}: resuming run {run.info.run_id} from its checkpoint", highlight=False)
-            req = RunRequest(item.method, resume=run.info.run_id, data_root=data_root)
+            where = [("device", device)] if device else []
+            req = RunRequest(item.method, resume=run.info.run_id, data_root=data_root, overrides=where)
         else:
             console.print(head, highlight=False)
         try:

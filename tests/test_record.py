@@ -83,6 +83,9 @@ def test_the_store_holds_what_a_person_should_see(client) -> None:
     assert resumed.status == "FINISHED"
     run = client.get_run(first.run_id)
     tags, params = run.data.tags, run.data.params
+    # Its headline as the run page's description.
+    assert tags[record.MLFLOW_NOTE].startswith("baseline on mnist:mnistm: target_acc ")
+    assert tags[record.MLFLOW_NOTE].split(" after ")[1].startswith("2 epochs (target_val_acc ")
     # Who and what made it, as the UI's "Created by" and "Source" read them.
     assert tags[record.MLFLOW_USER] and tags[record.MLFLOW_SOURCE_NAME]
     # A name that tells it from other baseline runs: the setting given, and the seed.

@@ -21,8 +21,12 @@ def averaged_copy(net: nn.Module) -> nn.Module:
 def update_average(average: nn.Module, net: nn.Module, decay: float, buffers: bool = True) -> None:
     """average = decay * average + (1 - decay) * net, parameter by parameter; with `buffers`,
     batch-norm statistics are copied as they are (an average of averages adds nothing)."""
-    for a, p in zip(average.parameters(), net.parameters(), strict=True):
-        a.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    mine, theirs = list(average.parameters()), [p.detach() for p in net.parameters()]
+    if len(mine) != len(theirs):
+        raise ValueError(f"update_average: {len(mine)} parameters against {len(theirs)}")
+    # Two foreach kernels for the whole network, not two per parameter; the same arithmetic.
+    torch._foreach_mul_(mine, decay)
+    torch._foreach_add_(mine, theirs, alpha=1.0 - decay)
     if buffers:
         for a, b in zip(average.buffers(), net.buffers(), strict=True):
             a.copy_(b)

@@ -160,7 +160,10 @@ class _Loop:
         self.ckpt = checkpoint_path(ctx.settings.checkpoint_dir, ctx.run_id)
         self.streams: dict[str, BatchStream] = {}
         self.sums: dict[str, float] = {}  # the unfinished epoch's step values, summed
+        self.in_sums = 0  # how many of its steps those sums hold
         self.window: dict[str, float] = {}  # the same since the last step-level log
+        # Steps taken but not yet read back: (index in epoch, what train_step returned, tensors included).
+        self.pending: list[tuple[int, dict[str, Any]]] = []
         self.history = ctx.history  # each finished epoch's metrics, which methods see too
         self.metrics: dict[str, float] = {}
         self.start_in_epoch = 0
@@ -214,21 +217,24 @@ class _Loop:
             stopping = stop.requested
             if ctx.dist.enabled:  # one small all-reduce: logged values averaged, and all stop together
                 out, stopping = reduce_step(out, stopping, ctx.dist)
-            self._add(out, i)
+            self.pending.append((i, out))  # tensors stay on the device: the step reads nothing back
             if ctx.step % s.log_every == 0:
+                self._flush()
                 self.sink.log_metrics({f"step/{k}": v / s.log_every for k, v in self.window.items()}, ctx.step)
                 self.window.clear()
-            if report.wants(ctx.step):
-                report.step(ctx.step, {k: v / (i + 1) for k, v in self.sums.items()})
+            if report.wants(ctx.step):  # the values as of the last read: showing them waits for nothing
+                report.step(ctx.step, {k: v / max(self.in_sums, 1) for k, v in self.sums.items()})
             if stopping:
+                self._flush()
                 self._save(i + 1)
                 raise RunInterrupted(f"interrupted at epoch {ctx.epoch + 1}, step {i + 1}; checkpoint {self.ckpt}")
+        self._flush()
         self.start_in_epoch = 0
 
     def evaluate_epoch(self) -> dict[str, float]:
         method, ctx = self.method, self.ctx
         metrics = {f"train/{k}": v / ctx.steps_per_epoch for k, v in self.sums.items()}
-        self.sums = {}
+        self.sums, self.in_sums = {}, 0
         if ctx.dist.enabled:
             broadcast_modules(_modules(method), ctx.dist)  # rank 0's BN statistics
         if ctx.dist.is_main:
@@ -282,10 +288,22 @@ class _Loop:
                 self.sink.log_metrics(final, ctx.epoch)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Read the pending steps' values back to the host, one transfer for all of them (a method
+        returns tensors, so its step never waits for the device), and sum them in step order,
+        stopping the run at the first value that is not finite."""
+        if not self.pending:
+            return
+        tensors = [v.detach().float() for _, out in self.pending for v in out.values() if isinstance(v, torch.Tensor)]
+        host = iter(torch.stack(tensors).tolist() if tensors else [])
+        for i, out in self.pending:
+            self._add({k: next(host) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}, i)
+        self.in_sums += len(self.pending)
+        self.pending.clear()
+
     def _add(self, out: dict[str, float], i: int) -> None:
         """Sum a step's values, stopping the run at the first that is not finite."""
         for key, value in out.items():
-            value = float(value)
             if not math.isfinite(value):
                 kept = (
                     f"the last good checkpoint is kept ({self.ckpt})"
@@ -326,6 +344,7 @@ class _Loop:
         set_rng_state(state.rng)
         ctx.epoch, ctx.step = state.epoch, state.step
         self.start_in_epoch, self.sums = state.step_in_epoch, dict(state.sums)
+        self.in_sums = state.step_in_epoch
         self.history[:] = state.history
         self.metrics = self.history[-1] if self.history else {}
         if ctx.scaler is not None and state.scaler:

@@ -93,8 +93,10 @@ class Method(ABC, Generic[C]):
         """Build networks and optimizers on `ctx.device`."""
 
     @abstractmethod
-    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
-        """One optimisation step; returns the losses and figures of merit to log."""
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, Any]:
+        """One optimisation step; returns the losses and figures of merit to log, as 0-dim tensors
+        (the engine reads them back once per log interval, so the step never waits for the device)
+        or Python numbers."""
 
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
         """Metrics after an epoch, such as `target_acc`."""

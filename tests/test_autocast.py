@@ -1,7 +1,9 @@
-"""Every built-in method's training step runs under CUDA's autocast: no operation that autocast
-refuses on CUDA (binary cross-entropy on probabilities, which it calls unsafe in half precision;
-self-ensembling's class-balance term once used it and failed at its first GPU step). Checked on
-the CPU, in bf16 autocast, by watching every aten operation a step dispatches."""
+"""Every built-in method's training step is fit for a GPU, checked on the CPU by watching every
+aten operation it dispatches (in bf16 autocast): no operation CUDA's autocast refuses (binary
+cross-entropy on probabilities, unsafe in half precision: self-ensembling's class-balance term
+once used it and failed at its first GPU step), and no read of a value back to the host (`.item()`,
+`.tolist()`, `F.one_hot`'s range check, an optimizer's step counter), which would make the host
+wait for the device every step."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class Ops(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("method", ["baseline", "dann", "adda", "selfens", "gan", "acgan"])
-def test_a_training_step_uses_no_operation_cuda_autocast_refuses(method: str) -> None:
+def test_a_training_step_uses_no_operation_cuda_autocast_refuses_and_reads_nothing_back(method: str) -> None:
     manager = get_manager()
     tiny = [("train_subset", 64), ("batch_size", 16), ("epochs", 1)]
     planned = make_plan(RunRequest(method, overrides=tiny), manager)
@@ -52,3 +54,4 @@ def test_a_training_step_uses_no_operation_cuda_autocast_refuses(method: str) ->
             ctx.step += 1
     assert len(ops.seen) > 20  # the step really ran under the watch
     assert not ops.seen & REFUSED_ON_CUDA
+    assert torch.ops.aten._local_scalar_dense.default not in ops.seen

@@ -76,7 +76,7 @@ class Acgan(GenerativeMethod[AcganConfig]):
         d_x, d_g_z = torch.sigmoid(out_real.detach().float()).mean(), torch.sigmoid(out_fake.detach().float()).mean()
         aux_acc = (cls_real.detach().argmax(1) == y).float().mean()
         fake_acc = (cls_g.detach().argmax(1) == wanted).float().mean()
-        values = torch.stack([d_loss.detach(), g_loss.detach(), d_x, d_g_z, aux_acc, fake_acc]).tolist()
+        values = (d_loss.detach(), g_loss.detach(), d_x, d_g_z, aux_acc, fake_acc)
         keys = ("d_loss", "g_loss", "d_x", "d_g_z", "aux_acc", "aux_fake_acc")
         return self.after_step(ctx, dict(zip(keys, values, strict=True)))
 

@@ -158,9 +158,7 @@ class Adda(AdaptMethod[AddaConfig]):
                 logits = self.net(xs)
                 loss = F.cross_entropy(logits.float(), ys)
             ctx.optimize(loss, self.opt_source)
-            acc = (logits.detach().argmax(1) == ys).float().mean()
-            loss_value, acc_value = torch.stack([loss.detach(), acc]).tolist()
-            return {"loss/source": loss_value, "acc": acc_value}
+            return {"loss/source": loss.detach(), "acc": (logits.detach().argmax(1) == ys).float().mean()}
         if not self.adapting:  # the first adaptation step: start the target encoder from the source one
             self.target.load_state_dict(self.source_encoder.state_dict())
             self.adapting = True
@@ -184,13 +182,11 @@ class Adda(AdaptMethod[AddaConfig]):
         ctx.optimize(g_loss + c.im_weight * im_loss, self.opt_target)
         self.discriminator.zero_grad(set_to_none=True)
         self.last.zero_grad(set_to_none=True)  # frozen: its gradients from the IM term are not used
-        d_acc = ((d >= 0).float() == truth).float().mean()
-        stats = torch.stack([d_loss.detach(), g_loss.detach(), d_acc, im_loss.detach()]).tolist()
-        return {
-            "loss/disc": stats[0],
-            "loss/target": stats[1],
-            "domain_acc": stats[2],
-            **({"loss/im": stats[3]} if c.im_weight else {}),
+        return {  # tensors: the engine reads them back once per log interval
+            "loss/disc": d_loss.detach(),
+            "loss/target": g_loss.detach(),
+            "domain_acc": ((d >= 0).float() == truth).float().mean(),
+            **({"loss/im": im_loss.detach()} if c.im_weight else {}),
         }
 
     def schedule(self, ctx: RunContext) -> None:

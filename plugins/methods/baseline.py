@@ -68,9 +68,8 @@ class Baseline(AdaptMethod[BaselineConfig]):
         ctx.optimize(loss, self.opt)
         if self.config.lr_decay:
             self.sched.step()
-        correct = (logits.detach().argmax(1) == y).sum()
-        loss_value, correct_value = torch.stack([loss.detach(), correct.float()]).tolist()  # one host sync
-        return {"loss": loss_value, "acc": correct_value / len(y)}
+        # Tensors: the engine reads them back once per log interval, so the step never waits.
+        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == y).float().mean()}
 
 
 @hookimpl

@@ -187,27 +187,17 @@ class Dann(AdaptMethod[DannConfig]):
             from runner.adapt import update_average
 
             update_average(self.averaged, self.net, c.weight_average)
-        with torch.no_grad():
-            stats = torch.stack(
-                [
-                    loss.detach(),
-                    cls_loss.detach(),
-                    dom_loss.detach(),
-                    im_loss.detach(),
-                    (logits.argmax(1) == ys).float().mean(),
-                    ((d >= 0).float() == d_true).float().mean(),
-                ]
-            ).tolist()  # one host sync
-        return {
-            "loss": stats[0],
-            "loss/cls": stats[1],
-            "loss/domain": stats[2],
-            **({"loss/im": stats[3]} if c.im_weight else {}),
-            "acc": stats[4],
-            "domain_acc": stats[5],
-            "lambda": lam,
-            "lr": self.opt.param_groups[0]["lr"],
-        }
+        with torch.no_grad():  # tensors: the engine reads them back once per log interval
+            return {
+                "loss": loss.detach(),
+                "loss/cls": cls_loss.detach(),
+                "loss/domain": dom_loss.detach(),
+                **({"loss/im": im_loss.detach()} if c.im_weight else {}),
+                "acc": (logits.argmax(1) == ys).float().mean(),
+                "domain_acc": ((d >= 0).float() == d_true).float().mean(),
+                "lambda": lam,
+                "lr": self.opt.param_groups[0]["lr"],
+            }
 
 
 @hookimpl

@@ -41,8 +41,7 @@ class Gan(GenerativeMethod[GanConfig]):
                 g_loss = self.bce(out_g.float(), ones)
             ctx.optimize(g_loss, self.opt_g)
         d_x, d_g_z = torch.sigmoid(out_real.detach().float()).mean(), torch.sigmoid(out_fake.detach().float()).mean()
-        values = torch.stack([d_loss.detach(), g_loss.detach(), d_x, d_g_z]).tolist()  # one host sync
-        return self.after_step(ctx, dict(zip(("d_loss", "g_loss", "d_x", "d_g_z"), values, strict=True)))
+        return self.after_step(ctx, {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "d_x": d_x, "d_g_z": d_g_z})
 
 
 @hookimpl

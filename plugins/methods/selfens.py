@@ -98,13 +98,14 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
         # The teacher follows the student's weights; its batch-norm statistics are its own,
         # gathered on target batches only, so it classifies target images with target statistics.
         update_average(self.teacher, self.net, c.ema, buffers=False)
-        with torch.no_grad():
-            stats = torch.stack(
-                [loss.detach(), cls_loss.detach(), consistency.detach(), mask.mean(),
-                 (logits_s.argmax(1) == ys).float().mean()]
-            ).tolist()  # fmt: skip
-        return {"loss": stats[0], "loss/cls": stats[1], "loss/consistency": stats[2], "confident": stats[3],
-                "acc": stats[4]}  # fmt: skip
+        with torch.no_grad():  # tensors: the engine reads them back once per log interval
+            return {
+                "loss": loss.detach(),
+                "loss/cls": cls_loss.detach(),
+                "loss/consistency": consistency.detach(),
+                "confident": mask.mean(),
+                "acc": (logits_s.argmax(1) == ys).float().mean(),
+            }
 
 
 def bernoulli_cross_entropy(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

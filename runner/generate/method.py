@@ -99,6 +99,8 @@ class GenerativeMethod(Method[C]):
         self.fixed_z = torch.randn(max(c.grid, 32), c.nz, generator=ctx.generator("gan/grid"))
         self.bce = torch.nn.BCEWithLogitsLoss()
         self.curve: list[dict[str, float]] = []  # per-step values for losses.png
+        # Steps not yet read back: (keys, their values stacked on the device), read all at once.
+        self._unread: list[tuple[tuple[str, ...], Any]] = []
         self._quality_setup(ctx)
 
     def _quality_setup(self, ctx: RunContext) -> None:
@@ -134,8 +136,9 @@ class GenerativeMethod(Method[C]):
             real, fake = torch.where(swap, fake, real), torch.where(swap, real, fake)
         return real, fake
 
-    def after_step(self, ctx: Any, values: dict[str, float]) -> dict[str, float]:
-        """Schedules and EMA after both updates; records the step for the curves figure."""
+    def after_step(self, ctx: Any, values: dict[str, Any]) -> dict[str, Any]:
+        """Schedules and EMA after both updates; records the step for the curves figure (its
+        values stay on the device until the figure or a checkpoint needs them)."""
         c = self.config
         if c.lr_decay:
             self.sched_g.step()
@@ -144,8 +147,20 @@ class GenerativeMethod(Method[C]):
             from runner.averaging import update_average
 
             update_average(self.G_ema, self.G, c.ema)
-        self.curve.append(values)
+        import torch
+
+        self._unread.append((tuple(values), torch.stack([torch.as_tensor(v).float() for v in values.values()])))
         return values
+
+    def curve_values(self) -> list[dict[str, float]]:
+        """Every step's values so far, read back from the device in one transfer."""
+        if self._unread:
+            import torch
+
+            host = torch.stack([v for _, v in self._unread]).tolist()
+            self.curve += [dict(zip(keys, row, strict=True)) for (keys, _), row in zip(self._unread, host, strict=True)]
+            self._unread.clear()
+        return self.curve
 
     # --- sampling -----------------------------------------------------------------------------
     def sampler(self) -> Any:
@@ -237,7 +252,7 @@ class GenerativeMethod(Method[C]):
         samples = (self.sample(z, self.grid_labels(32)) + 1) / 2
         return {
             "samples.png": grid_figure(samples, 8, f"{self.name} on {where}: 32 samples after {ctx.epoch} epochs"),
-            "losses.png": gan_curves_figure(self.curve, f"{self.name} on {where}"),
+            "losses.png": gan_curves_figure(self.curve_values(), f"{self.name} on {where}"),
         }
 
     def inference_model(self) -> Any:
@@ -252,10 +267,10 @@ class GenerativeMethod(Method[C]):
 
     # --- checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng": self.rng.get_state(), "curve": list(self.curve)}
+        return {**super().state_dict(), "rng": self.rng.get_state(), "curve": list(self.curve_values())}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
         self.rng.set_state(state.pop("rng"))
-        self.curve = list(state.pop("curve"))
+        self.curve, self._unread = list(state.pop("curve")), []
         super().load_state_dict(state)

@@ -60,7 +60,9 @@ class Generator(nn.Module):
         if self.n_classes:
             if labels is None:
                 raise ValueError("a conditional generator needs labels")
-            z = torch.cat([z, nn.functional.one_hot(labels, self.n_classes).to(z.dtype)], 1)
+            # One-hot by comparison: F.one_hot reads the labels' range back to the host every call.
+            one_hot = labels[:, None] == torch.arange(self.n_classes, device=labels.device)
+            z = torch.cat([z, one_hot.to(z.dtype)], 1)
         return self.main(z[:, :, None, None])
 
 

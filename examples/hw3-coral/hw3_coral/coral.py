@@ -77,6 +77,10 @@ class Coral(AdaptMethod[CoralConfig]):
         ctx.optimize(loss, self.opt)
         if c.lr_decay:
             self.sched.step()
-        acc = (logits_s.detach().argmax(1) == ys).float().mean()
-        values = torch.stack([loss.detach(), cls_loss.detach(), align_loss.detach(), acc]).tolist()  # one sync
-        return dict(zip(("loss", "loss/cls", "loss/coral", "acc"), values, strict=True))
+        # Tensors: hw3 reads them back once per log interval, so the step never waits for the device.
+        return {
+            "loss": loss.detach(),
+            "loss/cls": cls_loss.detach(),
+            "loss/coral": align_loss.detach(),
+            "acc": (logits_s.detach().argmax(1) == ys).float().mean(),
+        }

@@ -3,7 +3,7 @@ the fused or foreach form a device runs fastest) is made here once."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -37,7 +37,7 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
-def _fusable(params: list) -> bool:  # type: ignore[type-arg]
+def _fusable(params: list[Any]) -> bool:
     """Whether every parameter (of plain tensors or param groups) is a floating tensor on a device
     with fused optimizer kernels."""
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]

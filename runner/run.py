@@ -21,9 +21,11 @@ from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from runner.devices import Compute
     from runner.prepare import Prepared
-    from runner.tracking import Tracker
+    from runner.tracking import RunHandle, Tracker
 
 __all__ = ["RunRequest", "RunResult", "execute"]
 
@@ -158,7 +160,7 @@ def run_record(ready: Prepared, compute: Compute) -> record.RunRecord:
 
 
 @contextlib.contextmanager
-def _open(ready: Prepared, tracker: Tracker, compute: Compute):  # type: ignore[no-untyped-def]
+def _open(ready: Prepared, tracker: Tracker, compute: Compute) -> Iterator[RunHandle]:
     """Open the run's record (or reopen the one being resumed) for the block: tags, params,
     config.json and the checkpoint's place; ended with the block's outcome."""
     from runner.checkpoint import checkpoint_path

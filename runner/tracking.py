@@ -163,6 +163,7 @@ class Tracker:
 
         mlflow.set_tracking_uri(self.uri)
         self.run_id = ""
+        self.experiment = ""  # the experiment ID of the run started last
         try:
             # Opening a SQLite store creates or migrates it; two processes doing that at once
             # corrupt each other's migration, so they take turns.
@@ -222,7 +223,7 @@ class Tracker:
     def start(self, experiment: str, run_name: str | None, tags: dict[str, str]) -> str:
         exp_id = self.experiment_id(experiment)
         run = self._call(self.client.create_run, exp_id, run_name=run_name, tags={**record.origin_tags(), **tags})
-        self.run_id = run.info.run_id
+        self.run_id, self.experiment = run.info.run_id, exp_id
         self.model_id = ""
         return self.run_id
 
@@ -259,7 +260,7 @@ class Tracker:
                 self.log_params(params)
             if not resume and config is not None:
                 self.log_dict(config, "config.json")
-            handle.experiment_id = self.experiment_of(self.run_id)
+            handle.experiment_id = self.experiment_of(resume) if resume else self.experiment
             if columns:
                 self.share_view(handle.experiment_id, columns)
             yield handle

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The prepared GPU check (bench/gpu.py): the report's sizes on one GPU, one table at the end.
-#   bash bench/gpu.sh            on a machine with a GPU and hw3 installed (pip install -e .)
-#   bash bench/gpu.sh --dry-run  the same steps on the CPU with tiny sizes, in under a minute
+# The prepared GPU check (bench/gpu.py): step times with and without CUDA graphs, the quick start,
+# a default syndigits DANN run and `hw3 reproduce --workers auto`, one table with the targets.
+#   bash bench/gpu.sh            on a machine with a GPU and hw3's packages: at most about 7.5 minutes
+#   bash bench/gpu.sh --dry-run  the same stages on the CPU with tiny sizes, about a minute
+#   bash bench/gpu.sh --help     its options (--budget, --skip, --keep)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1

@@ -6,18 +6,25 @@ DCGAN at 28, 32 and 64 px) the real method (`dann`, `gan`) is set up on its real
 `train_step` is timed under each compute setting: fp32, channels-last, bf16 autocast, bf16 +
 channels-last, and whatever `precision=auto channels_last=auto` picks on this machine. Settings
 take turns in rounds (fp32, cl, bf16, ..., then again) so a drift in machine load does not favour
-one; the median of each is reported, with its ratio to fp32.
+one; the median of each is reported, with its ratio to fp32. On CUDA each figure also has the
+GPU's busy share: the time its kernels ran (torch.profiler, over a separate window of the same
+steps) over the step's unprofiled wall time.
 
     python bench/steps.py                 # every network, about 3 minutes on 2 idle CPU cores
     python bench/steps.py --nets dann-svhn --rounds 7
     python bench/steps.py --device cuda   # on a GPU
+    python bench/steps.py --device cuda --nets dann-mnist --batches 64,256,1024 --settings fp32,auto --graphs
+                                          # each setting also with its networks captured as CUDA graphs
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,9 +57,19 @@ class StepOnly:
     """A method set up for timing: its quality evaluator (GANs) is skipped, it is not what a step costs."""
 
 
-def make(method: str, where: dict[str, Any], settings: list[tuple[str, Any]], device: torch.device, compute: Compute):
+def make(
+    method: str,
+    where: dict[str, Any],
+    settings: list[tuple[str, Any]],
+    device: torch.device,
+    compute: Compute,
+    batch_size: int | None = None,
+):
+    """The method set up on its data with `compute` (its networks captured as CUDA graphs when
+    `compute.graphs`, as `RunContext.prepare` does it), and a batch stream per training domain."""
     manager = get_manager()
-    planned = make_plan(RunRequest(method, overrides=[*settings, ("tsne_points", 0)], **where), manager)
+    extra = [("batch_size", batch_size)] if batch_size else []
+    planned = make_plan(RunRequest(method, overrides=[*settings, *extra, ("tsne_points", 0)], **where), manager)
     resolved, cls = planned.resolved, planned.method_cls
     domains = load_domains(resolved, manager, None, device, planned.registry)
     timed = type(f"Timed{cls.__name__}", (StepOnly, cls), {"_quality_setup": lambda self, ctx: None})
@@ -68,8 +85,13 @@ def make(method: str, where: dict[str, Any], settings: list[tuple[str, Any]], de
     return m, ctx, streams
 
 
+def _batches(streams: dict[str, BatchStream], n: int) -> list[Batch]:
+    return [Batch({r: Labeled(*s.next()) for r, s in streams.items()}) for _ in range(n)]
+
+
 def time_steps(m: Any, ctx: RunContext, streams: dict[str, BatchStream], n: int, device: torch.device) -> float:
-    batches = [Batch({r: Labeled(*s.next()) for r, s in streams.items()}) for _ in range(n)]
+    """Seconds per training step over `n` steps (their batches drawn beforehand)."""
+    batches = _batches(streams, n)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -81,38 +103,154 @@ def time_steps(m: Any, ctx: RunContext, streams: dict[str, BatchStream], n: int,
     return (time.perf_counter() - t0) / n
 
 
+def kernel_seconds(m: Any, ctx: RunContext, streams: dict[str, BatchStream], n: int) -> float:
+    """Seconds per step the GPU spent running kernels (and copies) over `n` profiled steps."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    batches = _batches(streams, n)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for batch in batches:
+            m.train_step(ctx, batch)
+            ctx.step += 1
+        torch.cuda.synchronize()
+    spans = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if getattr(e, "device_type", None) == DeviceType.CUDA
+    )
+    busy_us, reach = 0.0, float("-inf")  # the union of the kernels' intervals: overlapping streams count once
+    for start, end in spans:
+        if end > reach:
+            busy_us += end - max(start, reach)
+            reach = end
+    return busy_us / 1e6 / n
+
+
+def graphs_made() -> int:
+    """Graphs torch.compile has made in this process so far (0 when it never ran)."""
+    import sys
+
+    if "torch._dynamo" not in sys.modules:
+        return 0
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def measure(
+    net: str,
+    computes: dict[str, Compute],
+    device: torch.device,
+    *,
+    batch_size: int | None = None,
+    rounds: int = 5,
+    steps: int = 6,
+    warmup: int = 2,
+    busy: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Each compute setting's median step time of `net` (ms), settings taking turns in rounds;
+    with `busy` on CUDA, the GPU's busy share of that time; for a setting with graphs, whether
+    torch.compile made any graph during its warm-up (else its networks were not captured)."""
+    method, where, extra = NETS[net]
+    built, captured = {}, {}
+    for name, c in computes.items():
+        before = graphs_made()
+        built[name] = make(method, where, extra, device, c, batch_size)
+        if max(warmup, 5 if c.graphs else 0):  # first steps allocate (and compile, record graphs)
+            time_steps(*built[name], max(warmup, 5 if c.graphs else 0), device)
+        captured[name] = graphs_made() > before if c.graphs else None
+    times: dict[str, list[float]] = {name: [] for name in computes}
+    for _ in range(rounds):
+        for name in computes:
+            times[name].append(time_steps(*built[name], steps, device))
+    out = {}
+    for name in computes:
+        step = statistics.median(times[name])
+        share = None
+        if busy and device.type == "cuda":
+            try:
+                share = min(1.0, kernel_seconds(*built[name], max(steps, 10)) / step) or None
+            except Exception as exc:  # a profiler that cannot read this GPU: no figure, not a failed check
+                print(f"  (GPU busy share unavailable: {type(exc).__name__}: {exc})", flush=True)
+        out[name] = {"ms": 1000 * step, "busy": share, "captured": captured[name]}
+    del built
+    if any(c.graphs for c in computes.values()):  # the next network compiles afresh, as in a run of its own
+        import torch._dynamo
+
+        torch._dynamo.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def with_graphs(settings: dict[str, Compute]) -> dict[str, Compute]:
+    """Each setting, then each again with its networks captured as CUDA graphs."""
+    captured = {f"{k}+graphs": dataclasses.replace(c, graphs=True) for k, c in settings.items()}
+    return {**settings, **captured}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nets", default=",".join(NETS), help="comma-separated: " + ", ".join(NETS))
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per setting (median reported)")
     parser.add_argument("--steps", type=int, default=6, help="steps per round")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--batches", default="", help="comma-separated batch sizes (default: each net's own)")
+    parser.add_argument(
+        "--settings", default="", help="comma-separated, of " + ", ".join([*SETTINGS, "auto"]) + " (default: all)"
+    )
+    parser.add_argument("--graphs", action="store_true", help="each setting also with CUDA graphs (CUDA only)")
+    parser.add_argument("--only-graphs", action="store_true", help="only the settings with CUDA graphs")
+    parser.add_argument("--json", type=Path, help="write the figures here, after each network and batch size")
+    parser.add_argument("--budget", type=float, default=0, help="start no new network after this many seconds")
     args = parser.parse_args()
+    t_start = time.perf_counter()
     device = pick_device(args.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # as the engine does: subnormal floats slow x86 arithmetic ~100x
     auto = choose_compute(device, "auto", "auto")
     settings = {**SETTINGS, "auto": auto}
-    if device.type == "cpu":
-        settings.pop("fp16", None)
+    if args.settings:
+        settings = {k: settings[k] for k in args.settings.split(",")}
+    if args.graphs or args.only_graphs:
+        settings = with_graphs(settings)
+        if args.only_graphs:
+            settings = {k: c for k, c in settings.items() if c.graphs}
+    base_name = next(iter(settings))
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [None]
     print(f"device {describe(device)}; CPU bf16: {cpu_bf16() or 'none'}; torch {torch.__version__}")
     print(f"auto chooses: {auto.describe()}")
     print(f"median seconds per training step over {args.rounds} rounds of {args.steps} steps, settings taking turns\n")
-    print(f"{'network':<12} {'setting':<20} {'ms/step':>9} {'vs fp32':>8}")
-    for net in args.nets.split(","):
-        method, where, extra = NETS[net]
-        built = {name: make(method, where, extra, device, c) for name, c in settings.items()}
-        for name in settings:  # warm-up: first steps allocate and pick kernels
-            time_steps(*built[name], 2, device)
-        times: dict[str, list[float]] = {name: [] for name in settings}
-        for _ in range(args.rounds):
-            for name in settings:
-                times[name].append(time_steps(*built[name], args.steps, device))
-        base = statistics.median(times["fp32"])
-        for name in settings:
-            med = statistics.median(times[name])
-            print(f"{net:<12} {name:<20} {1000 * med:>9.1f} {base / med:>7.2f}x")
-        print()
+    print(f"{'network':<12} {'batch':>5} {'setting':<26} {'ms/step':>9} {f'vs {base_name}':>9} {'GPU busy':>8}")
+    found: list[dict[str, Any]] = []
+    for batch in batches:  # batch-major: past the budget, every network still has its first batch size
+        for net in args.nets.split(","):
+            if args.budget and time.perf_counter() - t_start > args.budget:
+                print(f"{net:<12} {batch or '':>5} skipped: past the {args.budget:.0f} s budget", flush=True)
+                found.append({"net": net, "batch": batch, "skipped": "budget"})
+            else:
+                figures = measure(
+                    net,
+                    settings,
+                    device,
+                    batch_size=batch,
+                    rounds=args.rounds,
+                    steps=args.steps,
+                    busy=device.type == "cuda",
+                )
+                base = figures[base_name]["ms"]
+                for name, f in figures.items():
+                    busy = "-" if f["busy"] is None else f"{100 * f['busy']:.0f}%"
+                    note = "  (not captured: torch.compile made no graph)" if f["captured"] is False else ""
+                    line = f"{net:<12} {batch or '':>5} {name:<26} {f['ms']:>9.2f} {base / f['ms']:>8.2f}x {busy:>8}"
+                    print(line + note, flush=True)
+                    found.append({"net": net, "batch": batch, "setting": name, **f})
+            if args.json:  # after each: a process stopped at its limit leaves what it measured
+                args.json.write_text(json.dumps(found))
+        if len(batches) == 1:
+            print()
 
 
 if __name__ == "__main__":

@@ -21,12 +21,16 @@ def averaged_copy(net: nn.Module) -> nn.Module:
 def update_average(average: nn.Module, net: nn.Module, decay: float, buffers: bool = True) -> None:
     """average = decay * average + (1 - decay) * net, parameter by parameter; with `buffers`,
     batch-norm statistics are copied as they are (an average of averages adds nothing)."""
-    mine, theirs = list(average.parameters()), [p.detach() for p in net.parameters()]
+    # Under no_grad the trained parameters are read as they are: no detached views (an op each).
+    mine, theirs = list(average.parameters()), list(net.parameters())
     if len(mine) != len(theirs):
         raise ValueError(f"update_average: {len(mine)} parameters against {len(theirs)}")
-    # Two foreach kernels for the whole network, not two per parameter; the same arithmetic.
-    torch._foreach_mul_(mine, decay)
-    torch._foreach_add_(mine, theirs, alpha=1.0 - decay)
+    # One foreach kernel for the whole network, not two per parameter:
+    # average + (1 - decay) * (net - average) = decay * average + (1 - decay) * net.
+    torch._foreach_lerp_(mine, theirs, 1.0 - decay)
     if buffers:
-        for a, b in zip(average.buffers(), net.buffers(), strict=True):
-            a.copy_(b)
+        mine_b, theirs_b = list(average.buffers()), list(net.buffers())
+        if len(mine_b) != len(theirs_b):
+            raise ValueError(f"update_average: {len(mine_b)} buffers against {len(theirs_b)}")
+        if mine_b:
+            torch._foreach_copy_(mine_b, theirs_b)

@@ -33,7 +33,7 @@ def conform(split: Split, channels: int, size: int) -> Split:
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the input range of every built-in network."""
-    return images.float().div_(127.5).sub_(1.0)
+    return (images - 127.5).div_(127.5)  # two ops: the subtraction already makes floats
 
 
 class BatchStream:
@@ -76,10 +76,12 @@ class BatchStream:
         n = len(self.split)
         step = self.batch_size * self.world
         if self.perm is None or self.pos + step > n:  # drop the ragged tail, as drop_last
-            self.perm = torch.randperm(n, generator=self.generator)
+            # Drawn on the CPU (a generator that checkpoints alike on every device), then moved
+            # to the images' device once per pass, not once per batch.
+            self.perm = torch.randperm(n, generator=self.generator).to(self.split.images.device)
             self.pos = 0
         start = self.pos + self.rank * self.batch_size
-        idx = self.perm[start : start + self.batch_size].to(self.split.images.device)
+        idx = self.perm[start : start + self.batch_size]
         self.pos += step
         x = to_unit_range(self.split.images[idx])
         if self.channels_last:
@@ -87,11 +89,14 @@ class BatchStream:
         return x, (self.split.labels[idx] if self.labels else None)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "perm": self.perm, "pos": self.pos}
+        perm = self.perm.cpu() if self.perm is not None else None
+        return {"generator": self.generator.get_state(), "perm": perm, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-        self.perm, self.pos = state["perm"], state["pos"]
+        perm = state["perm"]
+        self.perm = perm.to(self.split.images.device) if perm is not None else None
+        self.pos = state["pos"]
 
 
 def batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

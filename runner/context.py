@@ -13,7 +13,7 @@ import torch
 from runner.batches import batches
 from runner.datasets import Split
 from runner.devices import Compute
-from runner.distributed import SINGLE, Dist, average_gradients
+from runner.distributed import SINGLE, Dist, replica
 from runner.seeding import generator
 
 if TYPE_CHECKING:
@@ -98,37 +98,39 @@ class RunContext:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def optimize(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> None:
-        """zero_grad, backward and step, through the fp16 gradient scaler when there is one."""
+        """zero_grad, backward and step, through the fp16 gradient scaler when there is one (and
+        under `--nproc`, DDP averaging the gradients over the processes during backward)."""
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
+        if self.dist.enabled:  # DDP averages the gradients: every process takes the same step
+            loss = replica(optimizers, self.device)(loss)
         if self.scaler is None:
             loss.backward()
-            self._sync_gradients(optimizers)
             for opt in optimizers:
                 opt.step()
             return
         self.scaler.scale(loss).backward()
-        self._sync_gradients(optimizers)
         for opt in optimizers:
             self.scaler.step(opt)
         self.scaler.update()
-
-    def _sync_gradients(self, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
-        if self.dist.enabled:  # every replica then takes the same step from the same weights
-            params = (p for opt in optimizers for group in opt.param_groups for p in group["params"])
-            average_gradients(params, self.dist)
 
     @property
     def channels_last(self) -> bool:
         return self.compute.channels_last
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move a network to the device (to channels-last and compiled when asked)."""
+        """Move a network to the device (to channels-last, compiled or captured as CUDA graphs when
+        asked). Compiling is in place: the module keeps its type, attributes and state_dict keys."""
         module = module.to(self.device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        if self.settings.compile:
-            module.compile()  # in place: the module keeps its type, attributes and state_dict keys
+        if self.compute.graphs:
+            # Steps call a network whole or by its parts (DANN: `features`, then `head`), and a
+            # compiled module is only compiled where it is called, so each entry point is captured.
+            for part in (module, *module.children()):
+                part.compile(mode="reduce-overhead")
+        elif self.settings.compile:
+            module.compile()
         return module
 
     def eval_batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -89,30 +89,43 @@ class Compute:
     precision: str  # fp32, bf16 or fp16
     channels_last: bool
     why: str = ""
+    graphs: bool = False  # networks captured as CUDA graphs (torch.compile, mode reduce-overhead)
 
     def describe(self) -> str:
         parts = ["fp32" if self.precision == "fp32" else f"{self.precision} autocast"]
         if self.channels_last:
             parts.append("channels-last")
+        if self.graphs:
+            parts.append("CUDA graphs")
         return ", ".join(parts) + (f" ({self.why})" if self.why else "")
 
 
-def choose_compute(device: torch.device, precision: str, channels_last: str) -> Compute:
-    """Resolve `auto` settings for `device`. bf16 is taken only where it is fast: on a GPU that
-    supports it, and on a CPU with AMX. A CPU with AVX-512 BF16 alone computes bf16 convolutions
-    and matrix products slower than fp32 (measured by bench/steps.py: 0.7-0.9x), so it keeps fp32.
-    Channels-last speeds convolutions up on CPUs and GPUs alike (1.15-1.3x measured on the CPU)."""
+def choose_compute(device: torch.device, precision: str, channels_last: str, cuda_graphs: str = "false") -> Compute:
+    """Resolve `auto` settings for `device`, from what was measured (never a setting slower than fp32):
+    - CPU: bf16 only with AMX. A CPU with AVX-512 BF16 alone computes bf16 convolutions and matrix
+      products slower than fp32 (bench/steps.py: 0.7-0.9x), so it keeps fp32. Channels-last:
+      1.15-1.3x on the CPU.
+    - CUDA: fp32 and the default memory format. hw3's networks are small enough that a step waits
+      on kernel launches, not arithmetic: on an H200, bf16 + channels-last took 0.93x (DANN,
+      MNIST-sized), 0.91x (SVHN-sized) and 0.86x (64-px DCGAN) of fp32's speed (#25, bench/steps.py
+      --device cuda). CUDA graphs are off under auto until bench/gpu.sh measures them faster.
+    """
     why = ""
     if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            precision, why = "bf16", "GPU bf16"
-        elif device.type == "cpu" and cpu_bf16() == "AMX":
+        if device.type == "cpu" and cpu_bf16() == "AMX":
             precision, why = "bf16", "CPU with AMX"
         else:
             precision = "fp32"
             if device.type == "cpu" and cpu_bf16():
                 why = f"CPU has {cpu_bf16()} but no AMX: bf16 would be slower"
+            elif device.type == "cuda":
+                why = "small networks are launch-bound on GPUs: bf16 measured slower"
     if precision == "fp16" and device.type not in ("cuda", "cpu"):
         raise ConfigError(f"precision=fp16: autocast on {device.type} is not supported here; use fp32 or bf16")
-    use_cl = device.type in ("cpu", "cuda") if channels_last == "auto" else channels_last == "true"
-    return Compute(precision, use_cl, why)
+    use_cl = device.type == "cpu" if channels_last == "auto" else channels_last == "true"
+    if cuda_graphs == "true" and device.type != "cuda":
+        raise ConfigError(
+            f"cuda_graphs=true: CUDA graphs need a CUDA device, and this run is on {device.type}; "
+            "use --device cuda or --set cuda_graphs=auto"
+        )
+    return Compute(precision, use_cl, why, graphs=cuda_graphs == "true")

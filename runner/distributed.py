@@ -1,11 +1,19 @@
 """Data-parallel training through torch.distributed, with no change to any method.
 
-Every process runs the same method on its own shard of each domain's batches. The engine calls
-in here at three points: after each backward (gradients averaged across processes, so every
-replica takes the same optimizer step), after each step (the step's logged values averaged, and
-a stop request shared, so all processes stop together), and at epoch end (BN statistics taken
-from rank 0, which alone evaluates, logs and checkpoints). `hw3 run --nproc N` starts the
-processes with torchrun; a user's own `torchrun -m runner run ...` works the same.
+Every process runs the same method on its own shard of each domain's batches, and PyTorch's
+DistributedDataParallel averages the gradients: in `RunContext.optimize` the loss passes through
+a `replica` of the optimizers' parameters (a module whose forward returns the loss unchanged,
+wrapped in DDP), so DDP's hooks all-reduce the gradients in buckets while backward still runs,
+and every process takes the same optimizer step. The replica, rather than the method's networks
+in DDP, because methods call their networks' parts directly (`net.features(x)`, a GAN's D twice
+a step) and keep their module types and state_dict keys; DDP only needs to see the loss.
+
+The engine calls in here at three other points: at setup (every process starts from rank 0's
+weights), at each read-back of the logged values (every `log_every` steps and at epoch end:
+averaged over the processes, with any stop request shared, so all processes stop together at
+the same step) and at epoch end (BN statistics, kept per process during the epoch, taken from
+rank 0, which alone evaluates, logs and checkpoints). `hw3 run --nproc N` starts the processes
+with torchrun; a user's own `torchrun -m runner run ...` works the same.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class Dist:
 
 
 SINGLE = Dist()
+
+_replicas: dict[tuple[torch.optim.Optimizer, ...], torch.nn.Module] = {}  # by optimizers, until shutdown
 
 
 def under_launcher() -> bool:
@@ -77,6 +87,9 @@ def init(device: torch.device) -> tuple[Dist, torch.device]:
 
 
 def shutdown(d: Dist) -> None:
+    # Each DDP replica holds the process group: freed first, the group's threads end when it is
+    # destroyed (left to the interpreter's exit, a gloo thread aborted a process now and then).
+    _replicas.clear()
     if d.enabled:
         import torch.distributed as dist
 
@@ -89,32 +102,68 @@ def shutdown(d: Dist) -> None:
                 dist.destroy_process_group()
 
 
-def average_gradients(params: Iterable[torch.nn.Parameter], d: Dist) -> None:
-    """Mean of each gradient over the processes, in one flat all-reduce (one message, not hundreds)."""
+class _PassThrough(torch.nn.Module):
+    """Holds parameters (the very Parameter objects) and returns its input: DDP wraps this."""
+
+    def __init__(self, params: list[torch.nn.Parameter], device: torch.device) -> None:
+        super().__init__()
+        self.params = torch.nn.ParameterList(params)
+        # One element no loss reaches: DDP then always finds an unused parameter and keeps quiet
+        # its warning that find_unused_parameters found none (a false alarm for a step that does).
+        self.unreached = torch.nn.Parameter(torch.zeros(1, device=device))
+
+    def forward(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+
+def replica(optimizers: tuple[torch.optim.Optimizer, ...], device: torch.device) -> torch.nn.Module:
+    """A DDP module over these optimizers' parameters whose forward returns the loss it is given:
+    backward from its output averages their gradients over the processes (in buckets, during
+    backward). Built on first use, one for each set of optimizers, kept (with the optimizers, so
+    an id is never reused) until `shutdown`.
+
+    DDP finds the parameters the loss reaches (`find_unused_parameters`): a step that leaves one
+    without a gradient (on one process or all) neither hangs nor fails the next step, and one no
+    process reached keeps no gradient, as without DDP. A parameter the loss reaches through a
+    network whose own replica was not called this step (G's loss through D) gets its gradient
+    with no all-reduce; `optimize` clears it before that network's next step. No sync at
+    construction (the engine has given every process rank 0's weights already, and the loss's
+    graph, built before, must not see its parameters change), and no buffers to broadcast."""
+    found = _replicas.get(optimizers)
+    if found is None:
+        params = (p for opt in optimizers for group in opt.param_groups for p in group["params"])
+        found = _replicas[optimizers] = _wrap(params, device)
+    return found
+
+
+def _wrap(params: Iterable[torch.nn.Parameter], device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    unique = list({id(p): p for p in params if p.requires_grad}.values())
+    module = _PassThrough(unique, device)
+    kwargs: dict[str, Any] = {"device_ids": [device] if device.type == "cuda" else None, "find_unused_parameters": True}
+    return DistributedDataParallel(module, init_sync=False, **kwargs)
+
+
+def average_values(
+    values: list[torch.Tensor], numbers: list[float], stop: bool, d: Dist, device: torch.device
+) -> tuple[list[float], bool]:
+    """The mean over the processes of each of `values` (scalar tensors on `device`, this process's)
+    then each of `numbers`, and whether any process asked to stop: one all-reduce, one read-back."""
     import torch.distributed as dist
 
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= d.world
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset : offset + n].view_as(g))
-        offset += n
-
-
-def reduce_step(values: dict[str, float], stop: bool, d: Dist) -> tuple[dict[str, float], bool]:
-    """The step's values averaged over processes, and whether any process was asked to stop."""
-    import torch.distributed as dist
-
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys] + [1.0 if stop else 0.0], dtype=torch.float64)
+    parts = [torch.stack(values).double()] if values else []
+    parts.append(torch.tensor([*numbers, 1.0 if stop else 0.0], dtype=torch.float64, device=device))
+    t = torch.cat(parts)
     dist.all_reduce(t)
-    out = {k: float(v) / d.world for k, v in zip(keys, t[:-1].tolist(), strict=True)}
-    return out, bool(t[-1] > 0)
+    t /= d.world
+    host = t.tolist()
+    return host[:-1], host[-1] > 0
+
+
+def any_process(flag: bool, d: Dist, device: torch.device) -> bool:
+    """Whether `flag` is true on any process (a stop request, shared so all stop together)."""
+    return average_values([], [], flag, d, device)[1]
 
 
 def broadcast_modules(modules: Iterable[torch.nn.Module], d: Dist) -> None:

@@ -24,7 +24,7 @@ from runner import record
 from runner.batches import BatchStream
 from runner.checkpoint import TrainState, checkpoint_path, save
 from runner.context import Batch, Labeled, RunContext
-from runner.distributed import broadcast_modules, broadcast_object, reduce_step
+from runner.distributed import any_process, average_values, broadcast_modules, broadcast_object
 from runner.errors import Hw3Error, RunFailed, RunInterrupted
 from runner.method import Method
 from runner.progress import Reporter
@@ -212,14 +212,18 @@ class _Loop:
         method, ctx, s = self.method, self.ctx, self.ctx.settings
         for i in range(self.start_in_epoch, ctx.steps_per_epoch):
             batch = Batch({role: Labeled(*st.next()) for role, st in self.streams.items()})
+            if ctx.compute.graphs:  # CUDA graph outputs of the step before may be overwritten from here on
+                torch.compiler.cudagraph_mark_step_begin()
             out = method.train_step(ctx, batch)
             ctx.step += 1
-            stopping = stop.requested
-            if ctx.dist.enabled:  # one small all-reduce: logged values averaged, and all stop together
-                out, stopping = reduce_step(out, stopping, ctx.dist)
             self.pending.append((i, out))  # tensors stay on the device: the step reads nothing back
-            if ctx.step % s.log_every == 0:
-                self._flush()
+            # One process stops at the step it was asked to; processes share the request at the
+            # read-backs (every log_every steps and the epoch's last), so all stop at the same step.
+            stopping = stop.requested and not ctx.dist.enabled
+            log_now = ctx.step % s.log_every == 0
+            if log_now or i + 1 == ctx.steps_per_epoch:
+                stopping = self._flush(stop.requested)
+            if log_now:
                 self.sink.log_metrics({f"step/{k}": v / s.log_every for k, v in self.window.items()}, ctx.step)
                 self.window.clear()
             if report.wants(ctx.step):  # the values as of the last read: showing them waits for nothing
@@ -228,7 +232,6 @@ class _Loop:
                 self._flush()
                 self._save(i + 1)
                 raise RunInterrupted(f"interrupted at epoch {ctx.epoch + 1}, step {i + 1}; checkpoint {self.ckpt}")
-        self._flush()
         self.start_in_epoch = 0
 
     def evaluate_epoch(self) -> dict[str, float]:
@@ -259,8 +262,8 @@ class _Loop:
             self.hooks.epoch_end(ctx, ctx.epoch, metrics)
         stop.guard()
         stopping = stop.requested
-        if ctx.dist.enabled:
-            _, stopping = reduce_step({}, stopping, ctx.dist)
+        if ctx.dist.enabled:  # a request during evaluation: all stop here, or none
+            stopping = any_process(stopping, ctx.dist, ctx.device)
         if stopping:
             raise RunInterrupted(f"interrupted after epoch {ctx.epoch}; checkpoint {self.ckpt}")
 
@@ -288,18 +291,26 @@ class _Loop:
                 self.sink.log_metrics(final, ctx.epoch)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _flush(self) -> None:
+    def _flush(self, stop: bool = False) -> bool:
         """Read the pending steps' values back to the host, one transfer for all of them (a method
         returns tensors, so its step never waits for the device), and sum them in step order,
-        stopping the run at the first value that is not finite."""
+        stopping the run at the first value that is not finite. Returns whether to stop: `stop`,
+        this process's request, or in a distributed run whether any process asked, shared in the
+        same all-reduce that averages the values (so every process calls this at the same steps)."""
         if not self.pending:
-            return
-        tensors = [v.detach().float() for _, out in self.pending for v in out.values() if isinstance(v, torch.Tensor)]
-        host = iter(torch.stack(tensors).tolist() if tensors else [])
+            return stop
+        tensors = [_plain(v) for _, out in self.pending for v in out.values() if isinstance(v, torch.Tensor)]
+        numbers = [float(v) for _, out in self.pending for v in out.values() if not isinstance(v, torch.Tensor)]
+        if self.ctx.dist.enabled:
+            values, stop = average_values(tensors, numbers, stop, self.ctx.dist, self.ctx.device)
+            host, rest = iter(values[: len(tensors)]), iter(values[len(tensors) :])
+        else:
+            host, rest = iter(torch.stack(tensors).tolist() if tensors else []), iter(numbers)
         for i, out in self.pending:
-            self._add({k: next(host) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}, i)
+            self._add({k: next(host) if isinstance(v, torch.Tensor) else next(rest) for k, v in out.items()}, i)
         self.in_sums += len(self.pending)
         self.pending.clear()
+        return stop
 
     def _add(self, out: dict[str, float], i: int) -> None:
         """Sum a step's values, stopping the run at the first that is not finite."""
@@ -391,5 +402,15 @@ class StopFlag:
             self.console.print("[yellow]stopping after this step and saving a checkpoint (Ctrl-C again to abort)")
 
 
+def _plain(value: torch.Tensor) -> torch.Tensor:
+    """A logged value as a float tensor outside autograd, with no op for one that already is
+    (each op counts: on a GPU it is a kernel launch)."""
+    if value.requires_grad:
+        value = value.detach()
+    return value if value.dtype == torch.float32 else value.float()
+
+
 def _modules(method: Method) -> list[torch.nn.Module]:
-    return [v for v in vars(method).values() if isinstance(v, torch.nn.Module)]
+    """The method's networks that every process holds alike: not those named with a leading `_`,
+    derived from the others and (like DANN's AdaBN copies, made in `evaluate`) on rank 0 alone."""
+    return [v for k, v in vars(method).items() if isinstance(v, torch.nn.Module) and not k.startswith("_")]

@@ -144,7 +144,8 @@ def experiment_name(task: Task) -> str:
 
 # Settings that say how a run computes or logs, or that a resume may change: left out of its name.
 _UNNAMED = {
-    *record.RESUMABLE, "seed", "threads", "precision", "channels_last", "compile", "tsne_points", "checkpoint_dir",
+    *record.RESUMABLE, "seed", "threads", "precision", "channels_last", "compile", "cuda_graphs", "tsne_points",
+    "checkpoint_dir",
 }  # fmt: skip
 
 

@@ -71,14 +71,21 @@ class RunSettings:
     device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto",
-        "autocast dtype, weights stay fp32: auto takes bf16 where the hardware computes it fast (a GPU that "
-        "supports it, a CPU with AMX), else fp32; fp16 adds a gradient scaler",
+        "autocast dtype, weights stay fp32: auto takes bf16 where it was measured faster (a CPU with AMX), else "
+        "fp32 (on GPUs these small networks wait on kernel launches, and bf16 only adds casts); fp16 adds a "
+        "gradient scaler",
     )
     channels_last: Literal["auto", "true", "false"] = option(
-        "auto", "channels-last memory format for convolutions: auto takes it on CPUs and GPUs (faster on both)"
+        "auto", "channels-last memory format for convolutions: auto takes it on CPUs (measured faster there)"
     )
     threads: int = option(0, "CPU threads for torch (0: torch's choice, which OMP_NUM_THREADS sets)", ge=0)
     compile: bool = option(False, "torch.compile each network (for GPUs; the first steps are slow while it compiles)")
+    cuda_graphs: Literal["auto", "true", "false"] = option(
+        "auto",
+        "capture each network's forward and backward as CUDA graphs (torch.compile, mode reduce-overhead), so a "
+        "step launches a few graphs rather than hundreds of kernels; CUDA only; auto: off until bench/gpu.sh "
+        "measures it faster",
+    )
     image_size: int = option(0, "side both domains are resized to; 0 keeps the first dataset's size", ge=0)
     channels: int = option(0, "channels both domains are converted to (1 or 3); 0 takes the largest")
     val_fraction: float = option(

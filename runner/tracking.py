@@ -362,9 +362,7 @@ class Tracker:
     def experiment_name(self, experiment_id: str) -> str:
         return self._call(self.client.get_experiment, experiment_id).name
 
-    def search(
-        self, where: str = "", *, experiments: str = "", status: str = "", limit: int = 5000
-    ) -> list[Any]:
+    def search(self, where: str = "", *, experiments: str = "", status: str = "", limit: int = 5000) -> list[Any]:
         """Runs newest first: those matching MLflow filter `where`, in experiments whose names
         start with `experiments` (every one when empty), with `status` when given."""
         exps = self.experiment_ids(experiments)

@@ -18,6 +18,7 @@ from runner.errors import RunInterrupted
 from runner.plugins import registered
 from runner.record import SUITE as SUITE_TAG
 from runner.record import SUITE_ITEM as ITEM_TAG
+from runner.workers import cores, threads_per_run
 
 SUITE = """
 [suites.tiny]
@@ -125,3 +126,75 @@ def test_a_suites_seeds_repeat_each_run_that_names_no_seed(tmp_path: Path, monke
     ]
     with pytest.raises(ConfigError, match=r"\[suites.bad\] seeds must be a list"):
         load_suite("bad")
+
+
+PAIR_SUITE = """
+[suites.pair]
+runs = [
+    { method = "baseline", pair = "mnist:mnistm" },
+    { method = "baseline", pair = "mnist:mnistm", set = { train_on = "target" } },
+]
+"""
+
+
+def test_workers_2_resume_a_killed_run_and_make_the_rest_side_by_side(
+    client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = tmp_path / "registry.toml"
+    user.write_text(PAIR_SUITE)
+    monkeypatch.setenv("HW3_REGISTRY", str(user))
+    out = tmp_path / "report"
+    # As the command line gives them (text): the suite's settings hash is of these values.
+    settings = [
+        ("epochs", "2"),
+        ("train_subset", "128"),
+        ("test_subset", "100"),
+        ("tsne_points", "0"),
+        ("log_every", "2"),
+    ]
+
+    def runs() -> dict[str, Any]:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return {r.data.tags[ITEM_TAG]: r for r in client.search_runs(ids, filter_string=f"tags.`{SUITE_TAG}` = 'pair'")}
+
+    with registered(InterruptFirstBaseline(), name="interrupt"), pytest.raises(RunInterrupted):
+        reproduce("pair", overrides=settings, out=out)  # one after another, as by default
+    killed = runs()["baseline mnist:mnistm"]
+    assert killed.info.status == "KILLED" and len(runs()) == 1
+
+    # The killed run resumes (a request with resume=, which takes no `threads` setting) and the
+    # missing one starts, in two processes at once; the outcomes come in the suite's order.
+    page, outcomes = reproduce("pair", overrides=settings, out=out, workers=2)
+    assert [(o.item.key, o.status) for o in outcomes] == [
+        ("baseline mnist:mnistm", "FINISHED"),
+        ("baseline mnist:mnistm train_on=target", "FINISHED"),
+    ]
+    found = runs()
+    assert len(found) == 2 and all(r.info.status == "FINISHED" for r in found.values())
+    assert found["baseline mnist:mnistm"].info.run_id == killed.info.run_id  # resumed in place
+    assert found["baseline mnist:mnistm train_on=target"].data.params["threads"] == str(threads_per_run(2, cores()))
+
+    # Run again from the command line: both are found finished, and the report is the same.
+    md = (out / "report.md").read_text()
+    r = CliRunner().invoke(app, ["reproduce", "pair", "--workers", "2", "--out", str(out),
+                                 *(f"--set={k}={v}" for k, v in settings)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.output.count("finished earlier") == 2 and "at a time" not in r.output, r.output
+    again = (out / "report.md").read_text().replace("| reused |", "| FINISHED |")  # each run's status this time
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"  # and when it was written
+    assert re.sub(stamp, "", again) == re.sub(stamp, "", md) and page.is_file()
+    for run in found.values():
+        assert run.info.run_id in md
+    source = found["baseline mnist:mnistm"].data.metrics["target_acc"]
+    target = found["baseline mnist:mnistm train_on=target"].data.metrics["target_acc"]
+    assert re.search(rf"\| source only \| {100 * source:.2f} \(1 run\) \|", md)
+    assert re.search(rf"\| target only \| {100 * target:.2f} \(1 run\) \|", md)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("abc", "--workers 'abc': write a whole number"), ("0", "at least 1")])
+def test_bad_workers_are_one_line_and_start_no_run(client, tiny_suite, value: str, expected: str) -> None:
+    before = len(suite_runs(client))
+    r = CliRunner().invoke(app, ["reproduce", "tiny", "--workers", value])
+    assert r.exit_code == 1 and expected in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert len(suite_runs(client)) == before

@@ -15,9 +15,17 @@ from typer.testing import CliRunner
 
 from runner.commands.cli import app
 from runner.commands.sweep import metric_prefix, parse_grid, run_sweep
-from runner.errors import RunInterrupted
+from runner.errors import ConfigError, RunInterrupted
 from runner.plugins import registered
 from runner.run import RunRequest
+from runner.workers import (
+    auto_workers,
+    cores,
+    device_for,
+    parse_workers,
+    resolve_workers,
+    threads_per_run,
+)
 
 TINY = [("epochs", "1"), ("train_subset", "256"), ("test_subset", "300"), ("tsne_points", "0"), ("log_every", "4")]
 TINY_ARGS = [f"--set={k}={v}" for k, v in TINY]
@@ -133,13 +141,11 @@ def test_ctrl_c_marks_the_parent_killed(client, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_workers_run_children_side_by_side_with_the_cores_split(client) -> None:
-    import os
-
     experiment = f"sweep-workers-{uuid.uuid4().hex[:8]}"
     result = invoke("sweep", "baseline", "--grid", "lr=0.001,0.01", "--workers", "2", "--experiment", experiment,
                     *TINY_ARGS)  # fmt: skip
     assert result.exit_code == 0, result.output
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    threads = threads_per_run(2, cores())
     assert f"2 runs, 2 at a time, {threads} thread(s) each" in result.stdout
     runs = runs_of(client, experiment)
     parent = next(r for r in runs if r.data.tags.get("hw3.sweep") == "true")
@@ -150,3 +156,81 @@ def test_workers_run_children_side_by_side_with_the_cores_split(client) -> None:
     starts = sorted(c.info.start_time for c in children)
     ends = sorted(c.info.end_time for c in children)
     assert starts[1] < ends[0]  # the second began before the first ended: side by side
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("abc", "--workers 'abc': write a whole number of runs at once, such as 4, or auto"),
+        ("0", "--workers 0: must be at least 1 (or auto)"),
+        ("-2", "--workers -2: must be at least 1"),
+        ("1.5", "--workers '1.5': write a whole number"),
+    ],
+)
+def test_bad_workers_are_one_line_exit_1_and_start_no_run(client, value: str, expected: str) -> None:
+    experiment = f"sweep-workers-{uuid.uuid4().hex[:8]}"
+    result = invoke("sweep", "baseline", "--grid", "lr=0.1", "--workers", value, "--experiment", experiment)
+    assert result.exit_code == 1, result.output
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output and client.get_experiment_by_name(experiment) is None
+
+
+def test_parse_workers() -> None:
+    assert parse_workers("auto") == parse_workers(" AUTO ") == "auto"
+    assert parse_workers("3") == parse_workers(3) == 3
+    for bad in ("", "x", "0", "-1", "2.0"):
+        with pytest.raises(ConfigError, match="--workers"):
+            parse_workers(bad)
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "cores", "expected"),
+    [
+        # On the CPU: 1 below 8 cores (2-core machines above all), then one run per 4 cores.
+        ("cpu", 0, 1, 1),
+        ("cpu", 0, 2, 1),
+        ("auto", 0, 2, 1),
+        ("cpu", 0, 7, 1),
+        ("cpu", 0, 8, 2),
+        ("auto", 0, 16, 4),
+        ("cpu", 4, 64, 16),  # GPUs there, but the runs are on the CPU
+        ("mps", 0, 10, 2),
+        ("cuda", 0, 2, 1),  # no GPU: the run itself will say so; the CPU rule meanwhile
+        # On CUDA: 4 per GPU, at most one per core.
+        ("cuda", 1, 16, 4),
+        ("auto", 1, 16, 4),
+        ("cuda", 1, 2, 2),
+        ("cuda", 1, 1, 1),
+        ("cuda", 2, 16, 8),
+        ("auto", 8, 16, 16),
+        ("cuda:1", 4, 64, 4),  # the user's one GPU
+        ("CUDA:0", 2, 3, 3),
+    ],
+)
+def test_auto_workers(device: str, gpus: int, cores: int, expected: int) -> None:
+    assert auto_workers(device, gpus, cores) == expected
+
+
+def test_resolve_workers_never_starts_more_processes_than_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runner.workers as workers
+
+    monkeypatch.setattr(workers, "cores", lambda: 16)
+    monkeypatch.setattr(workers, "visible_gpus", lambda: 0)
+    assert resolve_workers("auto", "cpu", 10) == 4 and resolve_workers("auto", "cpu", 3) == 3
+    assert resolve_workers(8, "cpu", 5) == 5 and resolve_workers("2", "cpu", 5) == 2
+    assert resolve_workers(4, "cpu", 0) == 1
+    monkeypatch.setattr(workers, "visible_gpus", lambda: 2)
+    assert resolve_workers("auto", "cuda", 100) == 8 and resolve_workers("auto", "cuda:0", 100) == 4
+
+
+def test_round_robin_over_the_gpus() -> None:
+    assert [device_for("cuda", slot, 2) for slot in range(5)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert [device_for("auto", slot, 3) for slot in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert [device_for("cuda:1", slot, 2) for slot in range(3)] == ["cuda:1"] * 3  # the user's choice, shared
+    assert device_for("cuda", 3, 1) == "cuda" and device_for("auto", 1, 1) == "auto"  # one GPU: nothing to spread
+    assert device_for("cpu", 1, 4) == "cpu" and device_for("mps", 1, 4) == "mps"
+
+
+def test_threads_split_the_cores() -> None:
+    assert [threads_per_run(w, 2) for w in (1, 2, 3)] == [2, 1, 1]
+    assert [threads_per_run(w, 16) for w in (1, 4, 5, 16, 32)] == [16, 4, 3, 1, 1]

@@ -146,14 +146,14 @@ class Adda(AdaptMethod[AddaConfig]):
         import torch
         import torch.nn.functional as F
 
-        from runner.adapt import information_maximization_objective
+        from runner.adapt import domain_labels, information_maximization_objective
 
         c = self.config
         xs, ys = batch["source"]
         xt, _ = batch["target"]
-        xs, xt = self.aug(xs), self.aug(xt)
         self.schedule(ctx)
         if not self.adapting and ctx.step < self.pretrain_steps:
+            xs = self.aug(xs)  # the target images wait for the adaptation stage
             with ctx.autocast():
                 logits = self.net(xs)
                 loss = F.cross_entropy(logits.float(), ys)
@@ -162,13 +162,14 @@ class Adda(AdaptMethod[AddaConfig]):
         if not self.adapting:  # the first adaptation step: start the target encoder from the source one
             self.target.load_state_dict(self.source_encoder.state_dict())
             self.adapting = True
+        xs, xt = self.aug_each(xs, xt)
         self.net.eval()  # frozen: its batch-norm statistics stay those of the source
         with torch.no_grad(), ctx.autocast():
             fs = self.source_encoder(xs)
         with ctx.autocast():
             ft = self.target(xt)
             d = self.discriminator(torch.cat([fs, ft.detach()])).flatten().float()
-            truth = torch.cat([torch.ones(len(xs)), torch.zeros(len(xt))]).to(d.device)
+            truth = domain_labels(len(xs), len(xt), d.device, first_label=1.0)
             d_loss = F.binary_cross_entropy_with_logits(d, truth)
         ctx.optimize(d_loss, self.opt_disc)
         with ctx.autocast():

@@ -146,7 +146,7 @@ class Dann(AdaptMethod[DannConfig]):
         import torch
         import torch.nn.functional as F
 
-        from runner.adapt import grad_reverse, information_maximization_objective
+        from runner.adapt import domain_labels, grad_reverse, information_maximization_objective
 
         c = self.config
         p = ctx.progress
@@ -156,9 +156,7 @@ class Dann(AdaptMethod[DannConfig]):
                 group["lr"] = annealed_lr(c.lr, p)
         xs, ys = batch["source"]
         xt, _ = batch["target"]
-        xs = self.aug(xs)
-        if c.augment_target:
-            xt = self.aug(xt)
+        xs, xt = self.aug_each(xs, xt) if c.augment_target else (self.aug(xs), xt)
         with ctx.autocast():
             if c.bn_mode == "mixed":
                 f = self.net.features(torch.cat([xs, xt]))
@@ -171,7 +169,7 @@ class Dann(AdaptMethod[DannConfig]):
                 d = self.discriminator(grad_reverse(torch.cat([fs, ft]), lam)).flatten().float()
             else:
                 d = torch.cat([self.discriminator(grad_reverse(f, lam)).flatten() for f in (fs, ft)]).float()
-            d_true = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))]).to(d.device)
+            d_true = domain_labels(len(xs), len(xt), d.device)
             dom_loss = F.binary_cross_entropy_with_logits(d, d_true)
             loss = cls_loss + c.domain_weight * dom_loss
             im_loss = torch.zeros((), device=loss.device)

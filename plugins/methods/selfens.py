@@ -80,7 +80,7 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
         c = self.config
         xs, ys = batch["source"]
         xt, _ = batch["target"]
-        xs_a, xt_student, xt_teacher = self.aug(xs), self.aug(xt), self.aug(xt)
+        xs_a, xt_student, xt_teacher = self.aug_each(xs, xt, xt)  # the two target views differ
         with ctx.autocast():
             logits_s = self.net(xs_a)
             cls_loss = F.cross_entropy(logits_s.float(), ys)
@@ -91,9 +91,9 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
             mask = (p_teacher.max(1).values > c.confidence).float()
             consistency = (((p_student - p_teacher) ** 2).sum(1) * mask).mean()
             mean_pred = p_student.mean(0)
-            uniform = torch.full_like(mean_pred, 1.0 / mean_pred.numel())
-            balance = bernoulli_cross_entropy(mean_pred.clamp(1e-6, 1 - 1e-6), uniform)
-            loss = cls_loss + c.consistency_weight * consistency + c.balance_weight * balance
+            balance = bernoulli_cross_entropy(mean_pred.clamp(1e-6, 1 - 1e-6), 1.0 / mean_pred.numel())
+            # cls + w_c * consistency + w_b * balance, the weights as alpha: two ops, not four.
+            loss = torch.add(cls_loss, consistency, alpha=c.consistency_weight).add(balance, alpha=c.balance_weight)
         ctx.optimize(loss, self.opt)
         # The teacher follows the student's weights; its batch-norm statistics are its own,
         # gathered on target batches only, so it classifies target images with target statistics.
@@ -108,11 +108,14 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
             }
 
 
-def bernoulli_cross_entropy(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def bernoulli_cross_entropy(p: torch.Tensor, target: float | torch.Tensor) -> torch.Tensor:
     """`F.binary_cross_entropy(p, target)` written out: CUDA's autocast refuses that function on
     probabilities (it is unsafe in half precision), and this class-balance term has only
-    probabilities, already fp32. `p` must lie strictly inside (0, 1)."""
-    return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+    probabilities, already fp32. `p` must lie strictly inside (0, 1). As one interpolation,
+    target * log p + (1 - target) * log(1 - p): fewer ops than the sum written out."""
+    import torch
+
+    return -torch.lerp((1 - p).log(), p.log(), target).mean()
 
 
 @hookimpl

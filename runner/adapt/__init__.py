@@ -32,7 +32,15 @@ if TYPE_CHECKING:
     )
     from runner.adapt.features import FeatureModel, tsne
     from runner.adapt.method import AdaptMethod, Outputs, load_classifier
-    from runner.adapt.networks import Composed, DigitClassifier, FromUnitRange, domain_head, grad_reverse, pick_arch
+    from runner.adapt.networks import (
+        Composed,
+        DigitClassifier,
+        FromUnitRange,
+        domain_head,
+        domain_labels,
+        grad_reverse,
+        pick_arch,
+    )
     from runner.averaging import averaged_copy, update_average
     from runner.optim import make_optimizer
 
@@ -51,6 +59,7 @@ __all__ = [
     "collect",
     "confusion",
     "domain_head",
+    "domain_labels",
     "grad_reverse",
     "information_maximization",
     "information_maximization_objective",

@@ -102,9 +102,10 @@ class AdaptMethod(Method[C]):
         )
 
     def start_augmenting(self, ctx: RunContext) -> None:
-        """Give `aug` its own random generator, so a resumed run draws the same augmentations; each
-        data-parallel process draws its own."""
-        self.aug_gen = ctx.generator("augment", per_process=True)
+        """Give `aug` its own random generator, on the run's device (the draws are made where the
+        images are), so a resumed run draws the same augmentations; each data-parallel process
+        draws its own."""
+        self.aug_gen = ctx.generator("augment", per_process=True, device=ctx.device)
 
     def aug(self, x: torch.Tensor) -> torch.Tensor:
         """`x` augmented when the config says `augment = true`, else unchanged."""
@@ -115,6 +116,15 @@ class AdaptMethod(Method[C]):
         from runner.adapt.augmentation import augment
 
         return augment(x, self.aug_gen)
+
+    def aug_each(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """Each of `xs` augmented on its own draws, as `aug` would, in one batched call (the
+        operations are per image, so batching changes nothing but how many kernels run)."""
+        if not self.config.augment or len(xs) < 2:
+            return [self.aug(x) for x in xs]
+        import torch
+
+        return list(self.aug(torch.cat(xs)).split([len(x) for x in xs]))
 
     # -- checkpoint ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -134,7 +144,11 @@ class AdaptMethod(Method[C]):
                 raise Hw3Error(
                     f"method '{self.name}': its checkpoint has augmentation state; call start_augmenting in setup"
                 )
-            self.aug_gen.set_state(state.pop("aug_gen"))
+            saved = state.pop("aug_gen")
+            if saved.numel() == self.aug_gen.get_state().numel():
+                self.aug_gen.set_state(saved)
+            # else: resumed on another kind of device, whose generator keeps a state of another
+            # shape; the stream starts afresh there (the arithmetic differs between devices anyway).
         # Checkpoints written before these were saved have neither: the table starts at the resume.
         self.per_class_acc = [list(row) for row in state.pop("per_class_acc", [])]
         self.confusions = dict(state.pop("confusions", {}))

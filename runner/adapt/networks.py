@@ -7,6 +7,7 @@ on two CPU cores converge in a few epochs; `batch_norm = false` gives the paper'
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -62,6 +63,14 @@ def label_head(arch: str, in_features: int, n_classes: int, batch_norm: bool = T
         layers += [nn.Linear(in_features, width), _bn1d(width, batch_norm), nn.ReLU(inplace=True)]
         in_features = width
     return nn.Sequential(*layers, nn.Linear(in_features, n_classes))
+
+
+@functools.lru_cache(maxsize=16)
+def domain_labels(first: int, second: int, device: torch.device, first_label: float = 0.0) -> torch.Tensor:
+    """A domain classifier's targets for a batch of `first` images of one domain then `second` of
+    the other: `first_label` then 1 - `first_label`, made once per shape and device (each step
+    would otherwise spend four ops on it). Shared: never change it in place."""
+    return torch.cat([torch.full((first,), first_label), torch.full((second,), 1.0 - first_label)]).to(device)
 
 
 def domain_head(arch: str, in_features: int, norm: str = "bn", hidden: int = 0) -> nn.Module:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from runner.errors import Hw3Error
+from runner.workers import WORKERS_HELP
 
 app = typer.Typer(
     name="hw3",
@@ -276,6 +277,9 @@ def reproduce(
         list[str] | None, typer.Option("--set", help="KEY=VALUE for every run of the suite; repeatable.")
     ] = None,
     device: DeviceOpt = None,
+    workers: Annotated[
+        str, typer.Option(metavar="N|auto", help=WORKERS_HELP + " 1 (the default): one run after another.")
+    ] = "1",
 ) -> None:
     """Every run of a suite (by default the whole course report), then one report folder.
 
@@ -287,11 +291,17 @@ def reproduce(
       hw3 reproduce                            # the report on embedded data
 
       hw3 reproduce course --data-root ~/hw3-data    # the course's own data
+
+      hw3 reproduce --device cuda --workers auto     # 4 runs at once per GPU
     """
     from runner.commands.reproduce import reproduce as run_suite
     from runner.config import parse_set
+    from runner.workers import parse_workers
 
-    page, outcomes = run_suite(suite, preset, parse_set(set_ or []), data_root, out, console, device=device)
+    how_many = parse_workers(workers)
+    page, outcomes = run_suite(
+        suite, preset, parse_set(set_ or []), data_root, out, console, device=device, workers=how_many
+    )
     failed = [o for o in outcomes if o.status == "FAILED"]
     console.print(f"\nwrote {page} and {page.with_suffix('.md')}", highlight=False)
     if failed:
@@ -471,12 +481,8 @@ def sweep(
     ] = None,
     device: DeviceOpt = None,
     workers: Annotated[
-        int,
-        typer.Option(
-            help="Runs at once, each in its own process with the CPU cores split between them "
-            "(threads = cores / workers). Only installed plugins' methods run this way.",
-        ),
-    ] = 1,
+        str, typer.Option(metavar="N|auto", help=WORKERS_HELP + " Only installed plugins' methods run this way.")
+    ] = "1",
 ) -> None:
     """Run METHOD for every combination of --grid values (and every seed) as child runs of one
     MLflow parent run, then print the primary metric per setting (mean ± std over seeds).
@@ -492,13 +498,16 @@ def sweep(
       hw3 sweep baseline --grid lr=0.001,0.01 --grid batch_size=32,64
 
       hw3 sweep dann --grid lr=0.001,0.01 --workers 4    # 4 at once
+
+      hw3 sweep dann --grid lr=0.001,0.01 --seeds 0,1,2 --device cuda --workers auto
     """
     from runner.commands.sweep import parse_grid, rich_table, run_sweep
     from runner.config import parse_set
     from runner.fanout import parse_seeds
     from runner.run import RunRequest
+    from runner.workers import parse_workers
 
-    at_least(workers, 1, "--workers")
+    how_many = parse_workers(workers)
 
     req = RunRequest(
         method,
@@ -510,7 +519,7 @@ def sweep(
         data_root=data_root,
     )
     values = parse_grid(grid)
-    result = run_sweep(req, values, parse_seeds(seeds) if seeds is not None else None, console, workers=workers)
+    result = run_sweep(req, values, parse_seeds(seeds) if seeds is not None else None, console, workers=how_many)
     console.print(rich_table(result))
     console.print(f"parent run {result.parent_run_id} in experiment {result.experiment}", highlight=False)
     if result.failed:

@@ -94,7 +94,8 @@ def order_rows(rows: dict[str, tuple[ReportRow, str]]) -> list[str]:
 # Params that say how a run was computed or logged, not what was trained: runs differing only
 # in these share a cell.
 NOT_SETTINGS = {
-    "seed", "device", "threads", "precision", "channels_last", "compile", "eval_batch_size", "log_every",
+    "seed", "device", "threads", "precision", "channels_last", "compile", "cuda_graphs", "eval_batch_size",
+    "log_every",
     "checkpoint_dir", "tsne_points", record.CHECKPOINT_DIR, record.METHOD, record.PAIR, record.DATASET,
 }  # fmt: skip
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from runner.errors import ConfigError, Hw3Error, RunInterrupted, choices_hint
 from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 from runner.progress import fmt_value
-from runner.run import execute
+from runner.run import RunResult, execute
 
 
 @dataclass
@@ -143,9 +144,13 @@ def reproduce(
     out: Path | None = None,
     console: Console | None = None,
     device: str | None = None,
+    workers: int | str = 1,
 ) -> tuple[Path, list[Outcome]]:
-    """Run (or reuse, or resume) every run of `suite`, then write its report folder."""
+    """Run (or reuse, or resume) every run of `suite`, then write its report folder. With
+    `workers` above 1 (or "auto" resolving so, `runner.workers`), the runs still to make go that
+    many at a time, each in a process of its own (`runner.fanout.side_by_side`)."""
     from runner.commands.suite_report import write_report
+    from runner.workers import resolve_workers
 
     console = console or Console()
     overrides = overrides or []
@@ -153,19 +158,38 @@ def reproduce(
     plans = requests(suite, items, preset, overrides, data_root, device)
     digest = settings_hash(preset, overrides, data_root)
     earlier = previous_runs(suite, digest)
+    where = [("device", device)] if device else []
+    todo: dict[int, RunRequest | Plan] = {}  # what still runs: a new run's plan or a resume
+    for i, (item, planned) in enumerate(zip(items, plans, strict=True)):
+        run = earlier.get(item.key)
+        if run is not None and run.info.status == "KILLED":
+            todo[i] = RunRequest(item.method, resume=run.info.run_id, data_root=data_root, overrides=where)
+        elif run is None or run.info.status != "FINISHED":
+            todo[i] = planned
+    pending = [plans[i] for i in todo]
+    n_workers = resolve_workers(workers, pending[0].resolved.settings.device, len(pending)) if pending else 1
+    if n_workers > 1:
+        outcomes = _side_by_side(items, plans, todo, earlier, n_workers, console)
+    else:
+        outcomes = _one_after_another(items, plans, todo, earlier, console)
+    path = write_report(suite, description, outcomes, out or Path("reports") / suite, digest)
+    return path, outcomes
+
+
+def _one_after_another(
+    items: list[Item], plans: list[Plan], todo: dict[int, RunRequest | Plan], earlier: dict[str, Any], console: Console
+) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for n, (item, planned) in enumerate(zip(items, plans, strict=True), start=1):
-        req: RunRequest | Plan = planned
         head = f"[bold]({n}/{len(items)})[/] {item.key}"
-        run = earlier.get(item.key)
-        if run is not None and run.info.status == "FINISHED":
+        req = todo.get(n - 1)
+        if req is None:
+            run = earlier[item.key]
             console.print(f"{head}: finished earlier, run {run.info.run_id}", highlight=False)
             outcomes.append(Outcome(item, run.info.run_id, "reused"))
             continue
-        if run is not None and run.info.status == "KILLED":
-            console.print(f"{head}: resuming run {run.info.run_id} from its checkpoint", highlight=False)
-            where = [("device", device)] if device else []
-            req = RunRequest(item.method, resume=run.info.run_id, data_root=data_root, overrides=where)
+        if isinstance(req, RunRequest) and req.resume:
+            console.print(f"{head}: resuming run {req.resume} from its checkpoint", highlight=False)
         else:
             console.print(head, highlight=False)
         try:
@@ -179,5 +203,61 @@ def reproduce(
         except Hw3Error as exc:  # one failed run leaves a gap in the report, not a lost suite
             console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
             outcomes.append(Outcome(item, None, "FAILED", str(exc)))
-    path = write_report(suite, description, outcomes, out or Path("reports") / suite, digest)
-    return path, outcomes
+    return outcomes
+
+
+def _side_by_side(
+    items: list[Item],
+    plans: list[Plan],
+    todo: dict[int, RunRequest | Plan],
+    earlier: dict[str, Any],
+    workers: int,
+    console: Console,
+) -> list[Outcome]:
+    """The runs still to make in `workers` processes at once, a line for each as it ends; the
+    outcomes in the suite's order, as one after another gives them."""
+    from runner.fanout import Job, side_by_side
+
+    found: dict[int, Outcome] = {}
+    for n, item in enumerate(items, start=1):
+        head = f"[bold]({n}/{len(items)})[/] {item.key}"
+        req = todo.get(n - 1)
+        if req is None:
+            run = earlier[item.key]
+            console.print(f"{head}: finished earlier, run {run.info.run_id}", highlight=False)
+            found[n - 1] = Outcome(item, run.info.run_id, "reused")
+        elif isinstance(req, RunRequest) and req.resume:
+            console.print(f"{head}: to resume run {req.resume} from its checkpoint", highlight=False)
+    order = list(todo)  # the jobs' indices in the suite
+    jobs = [
+        Job(req.request if isinstance(req, Plan) else req, items[i].key, plans[i].resolved.settings.device)
+        for i, req in todo.items()
+    ]
+
+    def ended(k: int, outcome: Callable[[], RunResult]) -> None:
+        i = order[k]
+        item, head = items[i], f"[bold]({i + 1}/{len(items)})[/] {items[i].key}"
+        try:
+            result = outcome()
+        except RunInterrupted:
+            raise
+        except Hw3Error as exc:  # one failed run leaves a gap in the report, not a lost suite
+            console.print(f"{head}: [red]failed:[/] {escape(str(exc))}", highlight=False)
+            found[i] = Outcome(item, None, "FAILED", str(exc))
+            return
+        found[i] = Outcome(item, result.run_id, result.status)
+        primary = plans[i].method_cls.primary_metric
+        shown = f"{primary} {fmt_value(primary, result.metrics[primary])}" if primary in result.metrics else ""
+        console.print(f"{head}: {shown or result.status}  run {result.run_id}", highlight=False)
+
+    try:
+        side_by_side(jobs, workers, console, ended)
+    except RunInterrupted as exc:
+        why = f"{exc}; " if str(exc) else ""
+        left = len(items) - len(found)
+        stopped = RunInterrupted(
+            f"{why}the suite stopped with {left} of {len(items)} runs to make; run the same command again to resume"
+        )
+        stopped.run_id = exc.run_id
+        raise stopped from None
+    return [found[i] for i in range(len(items))]

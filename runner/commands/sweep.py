@@ -25,6 +25,7 @@ from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 from runner.progress import fmt_value
 from runner.record import ParentRecord
+from runner.workers import resolve_workers
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -138,10 +139,11 @@ def run_sweep(
     grid: dict[str, list[str]],
     seeds: list[int] | None = None,
     console: Console | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
 ) -> SweepResult:
     """A parent run and one child run per grid setting and seed; a failed child does not stop the rest.
-    `workers` children run at once, in processes of their own, the CPU cores split between them.
+    `workers` children (a number or "auto", `runner.workers`) run at once, in processes of their own,
+    the CPU cores split between them and, on several GPUs, each on its own.
 
     Ctrl-C stops the sweep and marks the parent KILLED; what finished is still summarised on it.
     """
@@ -201,7 +203,9 @@ def run_sweep(
             "sweep.json": json.dumps(as_json(result), indent=2),
         }
 
-    out = fan_out(parent, children, summarize, keep_going=True, console=console, workers=workers)
+    device = resolved.settings.device
+    n = resolve_workers(workers, device, len(children))
+    out = fan_out(parent, children, summarize, keep_going=True, console=console, workers=n, device=device)
     result.status = out.status
     return result
 

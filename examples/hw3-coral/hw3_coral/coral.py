@@ -66,7 +66,7 @@ class Coral(AdaptMethod[CoralConfig]):
         c = self.config
         xs, ys = batch["source"]
         xt, _ = batch["target"]  # no target labels: the engine passes None
-        xs, xt = self.aug(xs), self.aug(xt)  # unchanged unless augment = true
+        xs, xt = self.aug_each(xs, xt)  # unchanged unless augment = true
         with ctx.autocast():
             fs, ft = self.net.features(xs), self.net.features(xt)  # each domain its own batch-norm statistics
             logits_s, logits_t = self.net.head(fs), self.net.head(ft)

@@ -127,6 +127,7 @@ class RunContext:
         if self.compute.graphs:
             # Steps call a network whole or by its parts (DANN: `features`, then `head`), and a
             # compiled module is only compiled where it is called, so each entry point is captured.
+            # A deep copy runs uncompiled: a method prepares the copies its steps run (a teacher).
             for part in (module, *module.children()):
                 part.compile(mode="reduce-overhead")
         elif self.settings.compile:

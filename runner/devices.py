@@ -101,8 +101,9 @@ class Compute:
 
 
 def choose_compute(device: torch.device, precision: str, channels_last: str, cuda_graphs: str = "false") -> Compute:
-    """Resolve `auto` settings for `device`, from what was measured (never a setting slower than fp32):
-    - CPU: bf16 only with AMX. A CPU with AVX-512 BF16 alone computes bf16 convolutions and matrix
+    """Resolve `auto` settings for `device` (never a setting measured slower than fp32):
+    - CPU: bf16 only with AMX (its matrix tiles run bf16 several times fp32's rate; not measured
+      on this project's machines, which lack it). A CPU with AVX-512 BF16 alone computes bf16 convolutions and matrix
       products slower than fp32 (bench/steps.py: 0.7-0.9x), so it keeps fp32. Channels-last:
       1.15-1.3x on the CPU.
     - CUDA: fp32 and the default memory format. hw3's networks are small enough that a step waits

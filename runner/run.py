@@ -70,6 +70,10 @@ def execute(req: RunRequest | Plan, console: Console | None = None) -> RunResult
     s = plan.resolved.settings
     device = pick_device(s.device)
     compute = choose_compute(device, s.precision, s.channels_last, s.cuda_graphs)
+    if device.type == "cuda" and device.index is not None:
+        # The current device too, so whatever asks for "cuda" (a generator, a plugin's tensor,
+        # synchronize) lands on this run's GPU, not GPU 0 (runs spread over GPUs by --workers).
+        torch.cuda.set_device(device)
     threads_before = torch.get_num_threads()
     dist, device = init(device)
     handle = None

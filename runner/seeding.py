@@ -34,6 +34,17 @@ def generator(seed: int, name: str, device: Any = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(derived_seed(seed, name))
 
 
+def restore_generator(gen: torch.Generator, state: torch.Tensor) -> None:
+    """Put a checkpointed generator state back. A run resumed on another kind of device (its
+    generators keep states of another shape) gets a stream seeded from the saved state instead:
+    the resumed steps do not repeat the first ones' draws (the arithmetic differs there anyway)."""
+    if state.numel() == gen.get_state().numel():
+        gen.set_state(state)
+        return
+    digest = hashlib.sha256(state.cpu().numpy().tobytes()).digest()
+    gen.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
 def rng_state() -> dict[str, Any]:
     """The process-wide generators' state, in types a `weights_only` checkpoint load accepts."""
     import numpy as np

@@ -39,7 +39,8 @@ def parse_workers(text: str | int) -> int | str:
 
 
 def cores() -> int:
-    """The CPU cores this process may use (a container's or `taskset`'s share, not the host's)."""
+    """The CPU cores this process may use: its affinity set (`taskset`, a container's cpuset), not
+    the host's count. A CPU quota without a cpuset is not seen."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

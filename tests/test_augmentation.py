@@ -42,3 +42,18 @@ def test_a_geometric_transform_keeps_the_picture_recognisable() -> None:
     corners = y[:, :, :4, :4].mean((1, 2, 3))
     # Inverted or not (then the square is the dark part), it stands out from the background.
     assert ((centre - corners).abs() > 0.5).float().mean().item() > 0.95
+
+
+def test_a_generator_state_from_another_kind_of_device_reseeds_rather_than_failing() -> None:
+    from runner.seeding import restore_generator
+
+    g = torch.Generator().manual_seed(1)
+    state, first = g.get_state(), torch.rand(3, generator=g)
+    other = torch.Generator().manual_seed(9)
+    restore_generator(other, state)  # same kind: exactly where it was
+    assert torch.equal(torch.rand(3, generator=other), first)
+    cuda_like = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state is 16 bytes
+    restore_generator(other, cuda_like)
+    again = torch.Generator()
+    restore_generator(again, cuda_like)  # the same saved state, the same new stream
+    assert torch.equal(torch.rand(3, generator=other), torch.rand(3, generator=again))

@@ -19,8 +19,8 @@ STAGES = [
     "3. step times with CUDA graphs",
     "4. a default DANN run on syndigits:mnistm",
     "5. the quick start",
-    "6. hw3 reproduce --workers auto, one seed",
-    "8. the quick start with cuda_graphs=true",
+    "6. the quick start with cuda_graphs=true",
+    "7. hw3 reproduce --workers auto, one seed",
 ]
 ROWS = [
     "data: mnist + mnistm (hw3)",
@@ -58,6 +58,9 @@ def test_gpu_check_dry_run_takes_every_stage_and_prints_its_table(tmp_path: Path
         assert f"== {stage}" in text, stage
     assert "the parallel chunks are hw3's own build, image for image" in text
     assert "skipped: CUDA graphs need a CUDA device" in text
+    # The busy-share pass (the profiler after every timing) ran in the step-time process.
+    assert re.search(r"busy share .*profiled now\n(   \| .*\n)*   \| dcgan-64 +4 fp32 +-", text), text[-3000:]
+    assert "   table| dann-mnist      4  " in text  # each stage's rows printed as it ends
 
     table = text.split("=" * 100)[-1]
     # The step-time table: each network at each batch size, fp32 and auto measured at the first.
@@ -88,3 +91,52 @@ def test_gpu_check_dry_run_takes_every_stage_and_prints_its_table(tmp_path: Path
     assert min(wall, cpu) < 90, f"wall {wall:.0f} s, CPU {cpu:.0f} s"
     assert reported <= wall
     assert not list(tmp_path.glob("hw3-gpu-*"))  # its temporary folder is removed
+
+
+def test_gpu_check_watchdog_kills_its_processes_and_has_the_last_word(tmp_path: Path) -> None:
+    """At the deadline the watchdog kills the process group run_cli is waiting on, says its last
+    words (the table) and ends the check with status 3; the main thread prints nothing more."""
+    script = """
+import sys, time
+from bench.gpu_proc import Watchdog, run_cli
+Watchdog(1.5, lambda: print("last words", flush=True), start=time.monotonic()).arm()
+child = "import os, time; print('child', os.getpid(), flush=True); time.sleep(120)"
+run_cli([sys.executable, "-c", child], timeout=120)
+print("not reached", flush=True)
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert time.monotonic() - t0 < 30
+    assert "deadline" in out.stdout and "last words" in out.stdout and "not reached" not in out.stdout
+    pid = int(re.search(r"child (\d+)", out.stdout)[1])
+    time.sleep(0.5)
+    status = Path(f"/proc/{pid}/status")
+    assert not status.exists() or "zombie" in status.read_text()  # killed, whoever reaps it
+
+
+def test_gpu_check_table_at_the_deadline_has_what_was_measured(capsys) -> None:
+    """The watchdog's table: the figures the stage cut off had written (read whole or not at
+    all), that stage's cells marked, the stages never reached marked so."""
+    from bench.gpu_check import DRY, Check
+    from bench.gpu_proc import read_json, write_json
+    from bench.gpu_stages import read_step_rows
+    from bench.gpu_table import at_deadline
+
+    work = Path.cwd()
+    check = Check("cpu", DRY, work, dry=True, t0=time.monotonic() - 30)
+    check.figures.update(data_digits=1.0, auto_same=True)
+    check.started.update(data=0.0, steps=5.0)
+    check.ended.add("data")
+    write_json(work / "steps.json", [{"net": "dann-mnist", "batch": 4, "setting": "fp32", "ms": 2.5, "busy": None}])
+    (work / "half.json").write_text('[{"net": "dann-sv')  # a write cut off: never the figures
+    assert read_json(work / "half.json", []) == []
+    check.collect["steps"] = lambda: read_step_rows(check, work / "steps.json", False, "deadline")
+    at_deadline(check)
+    table = capsys.readouterr().out.split("=" * 100)[-1]
+    assert re.search(r"^dann-mnist +4  2\.50 ms +\(not run\) +2\.50 ms", table, re.M), table
+    assert re.search(r"^dann-svhn +4  \(deadline\)", table, re.M), table
+    assert re.search(r"^quick start: hw3 run dann +- +not run: the deadline came first", table, re.M), table
+    assert re.search(r"^data: mnist \+ mnistm \(hw3\) +1\.0 ", table, re.M), table
+    assert "STOPPED at its 170 s deadline" in table

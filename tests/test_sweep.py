@@ -234,3 +234,24 @@ def test_round_robin_over_the_gpus() -> None:
 def test_threads_split_the_cores() -> None:
     assert [threads_per_run(w, 2) for w in (1, 2, 3)] == [2, 1, 1]
     assert [threads_per_run(w, 16) for w in (1, 4, 5, 16, 32)] == [16, 4, 3, 1, 1]
+
+
+def test_a_dead_worker_process_is_a_one_line_failure_not_a_traceback() -> None:
+    import io
+    import threading
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from rich.console import Console
+
+    from runner.errors import RunFailed
+    from runner.plan import RunRequest
+    from runner.pool import Job, _Drain
+
+    future: Future = Future()
+    future.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+    jobs = [Job(RunRequest("baseline"), "lr=0.1 seed 0")]
+    drain = _Drain([future], threading.Event(), jobs, Console(file=io.StringIO()), lambda i, outcome: outcome())
+    drain.settle(future)
+    assert isinstance(drain.error, RunFailed) and drain.stop.is_set()
+    assert "lr=0.1 seed 0: a worker process died" in str(drain.error) and "rerun the same command" in str(drain.error)

@@ -90,7 +90,7 @@ class Adda(AdaptMethod[AddaConfig]):
         self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # source encoder + classifier
         if c.source_run:
             self.net.load_state_dict(_baseline_weights(c.source_run))
-        self.target = copy.deepcopy(self.source_encoder)
+        self.target = ctx.prepare(copy.deepcopy(self.source_encoder))  # a copy runs uncompiled: prepared again
         d = c.disc_hidden
         width = _out_features(self.last)
         from torch import nn

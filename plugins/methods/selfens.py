@@ -64,7 +64,7 @@ class SelfEnsembling(AdaptMethod[SelfEnsConfig]):
 
         c = self.config
         self.net = self.build_net(ctx, c.arch, c.batch_norm, c.dropout)  # the student
-        self.teacher = averaged_copy(self.net)
+        self.teacher = ctx.prepare(averaged_copy(self.net))  # it runs every step: compiled or captured as the student
         self.opt = self.make_optimizer(self.net.parameters(), optimizer="adam")  # lr and weight_decay: the config's
         self.start_augmenting(ctx)
 

@@ -118,8 +118,8 @@ class AdaptMethod(Method[C]):
         return augment(x, self.aug_gen)
 
     def aug_each(self, *xs: torch.Tensor) -> list[torch.Tensor]:
-        """Each of `xs` augmented on its own draws, as `aug` would, in one batched call (the
-        operations are per image, so batching changes nothing but how many kernels run)."""
+        """Each of `xs` augmented on its own draws, in one batched call: the same distribution as
+        an `aug` call each (the operations are per image), not the same draws, in fewer kernels."""
         if not self.config.augment or len(xs) < 2:
             return [self.aug(x) for x in xs]
         import torch
@@ -144,11 +144,9 @@ class AdaptMethod(Method[C]):
                 raise Hw3Error(
                     f"method '{self.name}': its checkpoint has augmentation state; call start_augmenting in setup"
                 )
-            saved = state.pop("aug_gen")
-            if saved.numel() == self.aug_gen.get_state().numel():
-                self.aug_gen.set_state(saved)
-            # else: resumed on another kind of device, whose generator keeps a state of another
-            # shape; the stream starts afresh there (the arithmetic differs between devices anyway).
+            from runner.seeding import restore_generator
+
+            restore_generator(self.aug_gen, state.pop("aug_gen"))  # on another kind of device, reseeded
         # Checkpoints written before these were saved have neither: the table starts at the resume.
         self.per_class_acc = [list(row) for row in state.pop("per_class_acc", [])]
         self.confusions = dict(state.pop("confusions", {}))

@@ -70,7 +70,8 @@ def domain_labels(first: int, second: int, device: torch.device, first_label: fl
     """A domain classifier's targets for a batch of `first` images of one domain then `second` of
     the other: `first_label` then 1 - `first_label`, made once per shape and device (each step
     would otherwise spend four ops on it). Shared: never change it in place."""
-    return torch.cat([torch.full((first,), first_label), torch.full((second,), 1.0 - first_label)]).to(device)
+    with torch.inference_mode(False):  # made first under inference mode, it could not be saved for backward
+        return torch.cat([torch.full((first,), first_label), torch.full((second,), 1.0 - first_label)]).to(device)
 
 
 def domain_head(arch: str, in_features: int, norm: str = "bn", hidden: int = 0) -> nn.Module:

@@ -148,7 +148,7 @@ def reproduce(
 ) -> tuple[Path, list[Outcome]]:
     """Run (or reuse, or resume) every run of `suite`, then write its report folder. With
     `workers` above 1 (or "auto" resolving so, `runner.workers`), the runs still to make go that
-    many at a time, each in a process of its own (`runner.fanout.side_by_side`)."""
+    many at a time, each in a process of its own (`runner.pool.side_by_side`)."""
     from runner.commands.suite_report import write_report
     from runner.workers import resolve_workers
 
@@ -216,7 +216,7 @@ def _side_by_side(
 ) -> list[Outcome]:
     """The runs still to make in `workers` processes at once, a line for each as it ends; the
     outcomes in the suite's order, as one after another gives them."""
-    from runner.fanout import Job, side_by_side
+    from runner.pool import Job, side_by_side
 
     found: dict[int, Outcome] = {}
     for n, item in enumerate(items, start=1):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from runner.method import Method
+from runner.seeding import restore_generator
 from runner.settings import option
 
 if TYPE_CHECKING:
@@ -271,6 +272,6 @@ class GenerativeMethod(Method[C]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        self.rng.set_state(state.pop("rng"))
+        restore_generator(self.rng, state.pop("rng"))  # on another kind of device, reseeded
         self.curve, self._unread = list(state.pop("curve")), []
         super().load_state_dict(state)

@@ -198,3 +198,12 @@ def test_bad_workers_are_one_line_and_start_no_run(client, tiny_suite, value: st
     assert r.exit_code == 1 and expected in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
     assert len(suite_runs(client)) == before
+
+
+def test_the_settings_digest_is_the_same_from_python_and_from_the_command_line() -> None:
+    from runner.commands.reproduce import settings_hash
+
+    assert settings_hash(None, [("epochs", 2), ("lr", 0.001)], None) == settings_hash(
+        None, [("lr", "0.001"), ("epochs", "2")], None
+    )
+    assert settings_hash(None, [("epochs", 2)], None) != settings_hash(None, [("epochs", 3)], None)

@@ -87,7 +87,9 @@ def load_suite(name: str) -> tuple[str, list[Item]]:
 
 
 def settings_hash(preset: str | None, overrides: list[tuple[str, Any]], data_root: str | None) -> str:
-    blob = json.dumps({"preset": preset, "set": sorted(map(list, overrides)), "data_root": data_root}, default=str)
+    # Values as text: `epochs=2` from Python and `--set epochs=2` from the command line are one suite.
+    settings = sorted([str(k), str(v)] for k, v in overrides)
+    blob = json.dumps({"preset": preset, "set": settings, "data_root": data_root})
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

@@ -174,13 +174,20 @@ def stage_steps(check: Check) -> None:
     args = steps_args(check, out, "fp32" if same else "fp32,auto", min(check.sizes.steps_budget, limit - 30))
     if check.sizes.busy and not check.cuda:  # the busy-share pass off CUDA: its profiler's plumbing, no figure
         args += ["--busy", "--busy-steps", "1"]
-    check.collect["steps"] = lambda: read_step_rows(check, out, False, "deadline")
+    run_steps(check, "steps", args, out, limit, graphs=False)
+
+
+def run_steps(check: Check, stage: str, args: list[str], out: Path, limit: float, *, graphs: bool) -> None:
+    """bench/steps.py in a process of its own, stopped at `limit`: its rows read as it ends, or
+    whatever it had written if the deadline comes first."""
+    check.collect[stage] = lambda: read_step_rows(check, out, graphs, "deadline")
     proc = run_cli(args, timeout=limit)
-    read_step_rows(check, out, False, "limit" if proc.timed_out else None)
+    read_step_rows(check, out, graphs, "limit" if proc.timed_out else None)
     if proc.rc != 0 and not proc.timed_out:
-        raise RuntimeError(f"bench/steps.py exited with {proc.rc}: {proc.tail[-1] if proc.tail else ''}")
+        what = "bench/steps.py" + (" --only-graphs" if graphs else "")
+        raise RuntimeError(f"{what} exited with {proc.rc}: {proc.tail[-1] if proc.tail else ''}")
     if proc.timed_out:
-        check.skipped["steps"] = f"stopped at its {limit:.0f} s limit; the cells left are marked"
+        check.skipped[stage] = f"stopped at its {limit:.0f} s limit; the cells left are marked"
 
 
 def stage_graphs(check: Check) -> None:
@@ -202,13 +209,7 @@ def stage_graphs(check: Check) -> None:
     # past 45 s before its limit (a compile and a capture) no other batch size is started.
     args = [*steps_args(check, out, settings, min(check.sizes.graphs_budget, limit - 45)), "--only-graphs"]
     say(f"batch {check.sizes.batches[0]} for each network first; at most {limit:.0f} s")
-    check.collect["graphs"] = lambda: read_step_rows(check, out, True, "deadline")
-    proc = run_cli(args, timeout=limit)
-    read_step_rows(check, out, True, "limit" if proc.timed_out else None)
-    if proc.rc != 0 and not proc.timed_out:
-        raise RuntimeError(f"bench/steps.py --only-graphs exited with {proc.rc}: {proc.tail[-1] if proc.tail else ''}")
-    if proc.timed_out:
-        check.skipped["graphs"] = f"stopped at its {limit:.0f} s limit; the cells left are marked"
+    run_steps(check, "graphs", args, out, limit, graphs=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from runner.hookspecs import PLUGIN_API_VERSION, hookimpl
 from runner.lazy import lazy_exports
 from runner.method import Method, ReportRow
 from runner.settings import option
+from runner.validator import ValidationData, Validator
 from runner.version import __version__
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ __all__ = [
     "ReportRow",
     "RunContext",
     "Split",
+    "ValidationData",
+    "Validator",
     "__version__",
     "hookimpl",
     "option",

@@ -19,6 +19,7 @@ from runner.seeding import generator
 if TYPE_CHECKING:
     from runner.config import ResolvedConfig, Task
     from runner.settings import RunSettings
+    from runner.validator import Validator
 
 
 class Labeled(NamedTuple):
@@ -59,6 +60,9 @@ class RunContext:
     history: list[dict[str, float]] = field(default_factory=list)  # each finished epoch's metrics
     dist: Dist = SINGLE  # this process's place in a torchrun group (rank 0 of 1 when not distributed)
     compute: Compute = field(default_factory=lambda: Compute("fp32", False))  # autocast dtype, memory format
+    # The validators an adaptation method scores each epoch with, by name (`runner.validator`):
+    # every registered one for `hw3 run`; None (a context made by hand) means the built-in ones.
+    validators: dict[str, Validator] | None = None
 
     @property
     def settings(self) -> RunSettings:

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,12 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase: setup, train, evaluate, finish
     steps: int = 0  # optimisation steps taken in this call (not counting those before a resume)
+    stopped_early: str = ""  # why `early_stop` ended the run before its last epoch, if it did
+
+
+# Asked after each epoch (rank 0's answer holds for every process): a reason to end the run there,
+# finished, with its summary, figures and model, or "" to go on. A tuner's pruner is one.
+EarlyStop = Callable[["RunContext", dict[str, float]], str]
 
 
 def headline_first(metrics: dict[str, float], method: Method) -> dict[str, float]:
@@ -88,6 +94,7 @@ def fit(
     resume: TrainState | None = None,
     owner: str = "",
     stop: StopFlag | None = None,
+    early_stop: EarlyStop | None = None,
 ) -> FitResult:
     """Run `method` to the end: setup, the run-start hook, the remaining epochs (train, evaluate,
     end of epoch), then summary metrics, figures and the logged model. The run's status goes to
@@ -95,7 +102,8 @@ def fit(
     tracker's `open`, or `runner.sinks.ending` around a sink of one's own). Raises `RunInterrupted` after Ctrl-C or
     SIGTERM (a checkpoint saved), `RunFailed` when a loss is not finite or the method raises
     (`owner` names the method and its plugin in that message). `stop` is a `StopFlag` the caller
-    put in place earlier (so a signal during its own work is not lost); fit makes its own else."""
+    put in place earlier (so a signal during its own work is not lost); fit makes its own else.
+    `early_stop` may end the run after any epoch (`EarlyStop`); the reason is tagged on the run."""
     loop = _Loop(method, ctx, sink, hooks or NoHooks(), console or Console(), resume)
     status = "FAILED"
     clock = loop.clock
@@ -111,6 +119,10 @@ def fit(
                     with clock("evaluate"):
                         metrics = loop.evaluate_epoch()
                     loop.end_epoch(metrics, stop, report)
+                    if early_stop is not None and ctx.epoch < ctx.settings.epochs:
+                        loop.stopped_early = loop.ask(early_stop, metrics)
+                        if loop.stopped_early:
+                            break
             stop.finishing = True
             with clock("finish"):
                 loop.finish()
@@ -146,7 +158,8 @@ def fit(
             if status == "FINISHED":
                 raise
             loop.console.print(f"[yellow]warning: {exc}")
-    return FitResult(status, loop.metrics, loop.history, dict(loop.seconds), ctx.step - loop.first_step)
+    steps = ctx.step - loop.first_step
+    return FitResult(status, loop.metrics, loop.history, dict(loop.seconds), steps, loop.stopped_early)
 
 
 class _Loop:
@@ -169,6 +182,7 @@ class _Loop:
         self.start_in_epoch = 0
         self.seconds: dict[str, float] = {}  # wall time per phase, summed over epochs
         self.first_step = resume.step if resume is not None else 0
+        self.stopped_early = ""
         self.epoch_t0 = time.perf_counter()
 
     @contextlib.contextmanager
@@ -266,6 +280,17 @@ class _Loop:
             stopping = any_process(stopping, ctx.dist, ctx.device)
         if stopping:
             raise RunInterrupted(f"interrupted after epoch {ctx.epoch}; checkpoint {self.ckpt}")
+
+    def ask(self, early_stop: EarlyStop, metrics: dict[str, float]) -> str:
+        """`early_stop`'s answer after this epoch, rank 0's for every process; tagged on the run."""
+        ctx = self.ctx
+        why = early_stop(ctx, metrics) if ctx.dist.is_main else ""
+        if ctx.dist.enabled:
+            why = "stopped early" if any_process(bool(why), ctx.dist, ctx.device) and not why else why
+        if why:
+            self.sink.set_tags({record.STOPPED_EARLY: f"after epoch {ctx.epoch}: {why}"[:5000]})
+            self.console.print(f"[yellow]stopping after epoch {ctx.epoch}: {why}", highlight=False)
+        return why
 
     def finish(self) -> None:
         """Summary metrics and selections, figures and the model, once training is over (rank 0;

@@ -48,7 +48,9 @@ def summary_keys(method_cls: type, results: Iterable[RunResult]) -> list[str]:
     """The metrics a parent reports: the method's primary metric, its `summary_metrics`, and every
     `selected/...` metric (each protocol's pick) its children logged."""
     keys = [method_cls.primary_metric, *method_cls.summary_metrics]
-    found = sorted({k for r in results for k in r.metrics if k.startswith("selected/") and not k.endswith("/epoch")})
+    found = sorted(
+        {k for r in results for k in r.metrics if k.startswith("selected/") and not k.endswith(("/epoch", "/score"))}
+    )
     return list(dict.fromkeys([*keys, *found]))
 
 

@@ -77,6 +77,39 @@ TSNE_ITERATIONS = 500  # 250 with early exaggeration, then 250
 TSNE_ANGLE = 0.8  # Barnes-Hut's accuracy trade-off (scikit-learn's default 0.5); the same final KL here
 
 
+def validators_figure(history: Sequence[dict[str, float]], title: str) -> Figure:
+    """Each validator's score over the epochs, scaled to its own range (its best epoch 1), above
+    target test accuracy, with the epoch each one picks marked: where a validator's peak sits
+    against the accuracy curve is its whole story for this run."""
+    names = sorted({k.removeprefix("validator/") for h in history for k in h if k.startswith("validator/")})
+    epochs = np.arange(1, len(history) + 1)
+    fig = Figure(figsize=(7, 5.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    for i, name in enumerate(names):
+        y = np.array([h.get(f"validator/{name}", np.nan) for h in history], dtype=float)
+        if np.all(np.isnan(y)):
+            continue
+        lo, hi = np.nanmin(y), np.nanmax(y)
+        scaled = (y - lo) / (hi - lo) if hi > lo else np.ones_like(y)
+        color = f"C{i % 10}"
+        top.plot(
+            epochs,
+            scaled,
+            color=color,
+            label=name,
+            lw=1.6 if name != "oracle" else 2.4,
+            ls="--" if name == "oracle" else "-",
+        )
+        best = int(np.nanargmax(np.where(np.isnan(y), -np.inf, y)[::-1]))  # ties: the later epoch
+        top.plot(epochs[len(y) - 1 - best], 1.0, "o", color=color, ms=7)
+    top.set(ylabel="score, scaled to its range", title=title, ylim=(-0.05, 1.12))
+    top.legend(fontsize=7, ncol=3, loc="center right")
+    acc = [100 * h["target_acc"] for h in history if "target_acc" in h]
+    bottom.plot(epochs[: len(acc)], acc, color="black", lw=1.8)
+    bottom.set(xlabel="epoch", ylabel="target test acc (%)")
+    return fig
+
+
 def tsne_map(features: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-D t-SNE coordinates of `features`: scikit-learn's Barnes-Hut after PCA to 50 dimensions.
     On 2,000 clustered 768-d points and 2 CPU cores: 3.0 s and a final KL divergence of 1.40,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from runner.context import RunContext
     from runner.datasets import DatasetSpec, DatasetTables
     from runner.method import Method
+    from runner.validator import Validator
 
 hookspec = pluggy.HookspecMarker("hw3")
 hookimpl = pluggy.HookimplMarker("hw3")
@@ -51,6 +52,13 @@ def hw3_register_datasets(register: Callable[[DatasetSpec], None], registry: Dat
     the user's `[datasets.NAME]` tables of registry.toml (`registry.datasets`, read from
     `registry.path`); a plugin that defines datasets there (as `folder` does) reads them here.
     An implementation may leave the argument out."""
+
+
+@hookspec
+def hw3_register_validators(register: Callable[[Validator], None]) -> None:
+    """Register validators: call ``register(MyValidator())`` with an instance of each subclass of
+    `runner.Validator`. Every adaptation run logs each one's score as `validator/<name>` per epoch
+    and the epoch it picks as `selected/<name>/...`; `hw3 tune --select <name>` searches with it."""
 
 
 @hookspec(firstresult=True)

@@ -37,6 +37,7 @@ class RunRequest:
     parent_run_id: str | None = None  # set for each child run under `--seeds` and `hw3 sweep`
     sweep_setting: dict[str, str] | None = None  # a sweep child's grid values
     suite: record.SuiteItem | None = None  # a run of `hw3 reproduce`
+    trial: record.TrialTags | None = None  # a run of a `hw3 tune` trial
 
 
 @dataclass

@@ -72,6 +72,7 @@ class PluginManager:
         self.unmatched: list[str] = []  # HW3_LOAD_PLUGINS entries that name no installed plugin
         self._methods: dict[str, Registered] | None = None
         self._datasets: dict[str, Registered] | None = None
+        self._validators: dict[str, Registered] | None = None
 
     # -- loading -----------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -153,7 +154,7 @@ class PluginManager:
             else:
                 info.hooks = sorted(h.name for h in self.pm.get_hookcallers(stand_in) or [])
         self._record(info)
-        self._methods = self._datasets = None
+        self._methods = self._datasets = self._validators = None
         return info
 
     def unregister(self, name: str) -> None:
@@ -161,7 +162,7 @@ class PluginManager:
         if plugin is not None:
             self.pm.unregister(plugin)
         self.infos.pop(name, None)
-        self._methods = self._datasets = None
+        self._methods = self._datasets = self._validators = None
 
     def _record(self, info: PluginInfo) -> None:
         self.infos[info.name] = info
@@ -242,6 +243,21 @@ class PluginManager:
             )
         return self._datasets
 
+    def validators(self) -> dict[str, Registered]:
+        if self._validators is None:
+            from runner.validator import check_validator
+
+            self._validators = self._collect("hw3_register_validators", "validator", check_validator)
+        return self._validators
+
+    def validator(self, name: str, flag: str = "validator") -> Any:
+        validators = self.validators()
+        if name not in validators:
+            raise Hw3Error(
+                f"{flag}: unknown validator '{name}'{choices_hint(name, list(validators))}{self._why_missing()}"
+            )
+        return validators[name].obj
+
     def method(self, name: str) -> type:
         methods = self.methods()
         if name not in methods:
@@ -309,7 +325,7 @@ class PluginManager:
 
     def problems(self) -> list[str]:
         """One line per plugin error, for warnings on stderr."""
-        self.methods(), self.datasets()
+        self.methods(), self.datasets(), self.validators()
         lines = [f"plugin '{i.name}' ({i.package}): {e}" for i in self.infos.values() for e in i.errors]
         lines += [f"HW3_LOAD_PLUGINS names '{w}', which is no installed plugin or package" for w in self.unmatched]
         return lines

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from runner.method import Method
     from runner.plan import Plan
     from runner.plugins import PluginManager
+    from runner.validator import Validator
 
 
 @dataclass
@@ -41,6 +42,7 @@ def make_context(
     dist: Dist | None = None,
     compute: Compute | None = None,
     run_id: str = "",
+    validators: dict[str, Validator] | None = None,
 ) -> RunContext:
     """The context a method's hooks receive, with an fp16 gradient scaler when the run computes in fp16."""
     import torch
@@ -60,6 +62,7 @@ def make_context(
         scaler=scaler,
         dist=dist or SINGLE,
         compute=compute,
+        validators=validators,
     )
 
 
@@ -69,7 +72,9 @@ def prepare(plan: Plan, manager: PluginManager, device: torch.device, dist: Dist
     domains = load_domains(plan.resolved, manager, plan.request.data_root, device, plan.registry)
     method = plan.method()
     check_before_work(method, domains, plan.resolved, dist.world)
-    return Prepared(plan, method, make_context(plan.resolved, domains, device, dist=dist, compute=compute))
+    validators = {name: reg.obj for name, reg in manager.validators().items()}
+    ctx = make_context(plan.resolved, domains, device, dist=dist, compute=compute, validators=validators)
+    return Prepared(plan, method, ctx)
 
 
 def load_domains(

@@ -50,6 +50,13 @@ SWEEP = "hw3.sweep"  # "true" on a sweep's parent
 SWEEP_CHILD = "hw3.sweep.child"  # "true" on each of its children
 GRID = "hw3.grid"  # a sweep parent's grid, "lr=0.1,0.01; batch_size=64"
 GRID_PREFIX = "hw3.grid."  # one tag per grid key on each sweep child
+TUNE = "hw3.tune"  # "true" on a tune's parent
+STUDY = "hw3.tune.study"  # the Optuna study, on a tune's parent and each trial's run
+SPACE = "hw3.tune.space"  # a tune parent's space, "lr=0.0001..0.01:log; dropout=0..0.7"
+SELECT = "hw3.tune.select"  # the validator a tune searches with
+TRIAL = "hw3.tune.trial"  # a trial's number in its study, on each of its runs
+DEFAULTS_TRIAL = "hw3.tune.defaults"  # "true" on the runs of the trial with the defaults' values
+STOPPED_EARLY = "hw3.stopped_early"  # why a run ended before its last epoch (a pruned trial)
 SUITE = "hw3.suite"
 SUITE_ITEM = "hw3.suite.item"
 SUITE_SETTINGS = "hw3.suite.settings"  # digest of a suite's preset, overrides and data root
@@ -58,6 +65,15 @@ SUITE_SETTINGS = "hw3.suite.settings"  # digest of a suite's preset, overrides a
 CHECKPOINT_DIR = "hw3.checkpoint_dir"  # absolute; resume reads this, never the editable tag
 SEEDS_PARAM = "seeds"
 GRID_PARAM_PREFIX = "grid."
+
+# -- attributes hw3 writes on an Optuna study and its trials (`hw3 tune`) --------------------------
+STUDY_SEARCH = "hw3.search"  # what a study searches, in words: a second `hw3 tune` must ask the same
+STUDY_PARENT = "hw3.parent_run_id"  # the MLflow parent run of the study's trials
+TRIAL_DEFAULTS = "hw3.defaults"  # on the trial that holds the defaults' values
+TRIAL_SURPLUS = "hw3.surplus"  # on a trial asked for after the study had its count: it never trained
+TRIAL_RUNS = "hw3.runs"  # a trial's MLflow runs, one per seed
+TRIAL_RETRY_OF = "hw3.retry_of"  # on a trial queued again after Ctrl-C stopped the one it repeats
+TRIAL_WORKER = "hw3.worker"  # HOST:PID of the process that runs (or ran) a trial
 
 # -- what a logged model's weights/spec.json says it is --------------------------------------------
 CLASSIFIER_SPEC = "hw3.digit_classifier"
@@ -125,6 +141,19 @@ class SuiteItem:
     settings: str
 
 
+@dataclass(frozen=True)
+class TrialTags:
+    """A run's place in `hw3 tune`: its study, its trial's number, and whether that trial holds
+    the defaults' values."""
+
+    study: str
+    number: int
+    defaults: bool = False
+
+    def tags(self) -> dict[str, str]:
+        return {STUDY: self.study, TRIAL: str(self.number), DEFAULTS_TRIAL: str(self.defaults).lower()}
+
+
 @dataclass
 class RunRecord:
     """One run as MLflow holds it: who it is (method, task, seed), where it belongs (report row,
@@ -138,6 +167,7 @@ class RunRecord:
     parent_run_id: str = ""
     sweep_setting: dict[str, str] | None = None  # a sweep child's grid values
     suite: SuiteItem | None = None
+    trial: TrialTags | None = None  # a `hw3 tune` trial's run
     processes: int = 1
     checkpoint_dir: str = ""  # the folder holding <run id>/last.pt
     checkpoint: str = ""  # the file, once the run has an ID
@@ -163,6 +193,8 @@ class RunRecord:
             tags.update({grid_tag(k): v for k, v in self.sweep_setting.items()})
         if self.suite is not None:
             tags.update({SUITE: self.suite.suite, SUITE_ITEM: self.suite.item, SUITE_SETTINGS: self.suite.settings})
+        if self.trial is not None:
+            tags.update(self.trial.tags())
         if self.checkpoint:
             tags[CHECKPOINT] = self.checkpoint
         tags.update({setting_tag(k): v for k, v in self.settings.items()})
@@ -245,6 +277,15 @@ def is_parent(run: Any) -> bool:
     return run.data.tags.get(PARENT) == "true"
 
 
+@dataclass(frozen=True)
+class TuneTags:
+    """What a `hw3 tune` parent run searches: its study, space (as text) and validator."""
+
+    study: str
+    space: str
+    select: str
+
+
 @dataclass
 class ParentRecord:
     """A parent run (`hw3 run --seeds`, `hw3 sweep`): what it groups and how."""
@@ -253,12 +294,15 @@ class ParentRecord:
     task: Task
     seeds: list[int]
     grid: dict[str, list[str]] | None = None  # a sweep's
+    tune: TuneTags | None = None
 
     def tags(self) -> dict[str, str]:
         tags = {METHOD: self.method, **self.task.tags(), PARENT: "true", SEEDS: ",".join(map(str, self.seeds))}
         if self.grid is not None:
             tags[SWEEP] = "true"
             tags[GRID] = "; ".join(f"{k}={','.join(v)}" for k, v in self.grid.items())
+        if self.tune is not None:
+            tags.update({TUNE: "true", STUDY: self.tune.study, SPACE: self.tune.space, SELECT: self.tune.select})
         return tags
 
     def params(self, shared: dict[str, Any]) -> dict[str, Any]:

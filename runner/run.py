@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from runner.devices import Compute
+    from runner.engine import EarlyStop
     from runner.prepare import Prepared
     from runner.tracking import RunHandle, Tracker
 
@@ -44,14 +45,18 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
     plan: Plan | None = None
     link: str = ""  # the run in the MLflow UI
+    stopped_early: str = ""  # why it ended before its last epoch, if it did
 
     @property
     def primary_metric(self) -> str:
         return self.plan.method_cls.primary_metric if self.plan else "target_acc"
 
 
-def execute(req: RunRequest | Plan, console: Console | None = None) -> RunResult:
-    """Run a method to the end (or to an interruption); raises Hw3Error subclasses on failure."""
+def execute(
+    req: RunRequest | Plan, console: Console | None = None, *, early_stop: EarlyStop | None = None
+) -> RunResult:
+    """Run a method to the end (or to an interruption); raises Hw3Error subclasses on failure.
+    `early_stop` may end it after an epoch, finished (a tuner's pruner): `engine.fit` says how."""
     import torch
 
     from runner.checkpoint import RunLock, checkpoint_path
@@ -109,6 +114,7 @@ def execute(req: RunRequest | Plan, console: Console | None = None) -> RunResult
                 resume=plan.resume.state if plan.resume else None,
                 owner=plan.owner,
                 stop=stop,
+                early_stop=early_stop,
             )
             if handle is not None:  # the run page's description: its headline, in words
                 tracker.set_tags({record.MLFLOW_NOTE: headline(plan, fitted.metrics, ctx.epoch)})
@@ -134,6 +140,7 @@ def execute(req: RunRequest | Plan, console: Console | None = None) -> RunResult
         seconds=fitted.seconds,
         steps=fitted.steps,
         history=fitted.history,
+        stopped_early=fitted.stopped_early,
         plan=plan,
         link=tracker.link(handle.experiment_id) if handle else "",
     )
@@ -154,6 +161,7 @@ def run_record(ready: Prepared, compute: Compute) -> record.RunRecord:
         parent_run_id=req.parent_run_id or "",
         sweep_setting=req.sweep_setting,
         suite=req.suite,
+        trial=req.trial,
         processes=ctx.dist.world,
         checkpoint_dir=str(checkpoint_path(plan.resolved.settings.checkpoint_dir, "-").parent.parent),  # absolute
         device=describe(ctx.device),

@@ -40,6 +40,9 @@ def _quiet() -> None:
     # MLflow's store migrations and alembic print pages of INFO lines on a new database.
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # With tqdm installed (Optuna brings it) MLflow draws a progress bar for every artifact it
+    # downloads, a config.json included: noise between hw3's own lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @contextlib.contextmanager

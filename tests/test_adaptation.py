@@ -44,18 +44,18 @@ def test_dann_paper_schedules() -> None:
 
 
 def test_selection_reports_each_protocol_with_its_epoch() -> None:
-    history = [  # each protocol reads validation metrics; the test accuracy is only reported
-        {"target_acc": 0.50, "source_val_acc": 0.90, "target_im": 1.0, "target_val_acc": 0.55},
-        {"target_acc": 0.70, "source_val_acc": 0.95, "target_im": 1.2, "target_val_acc": 0.60},  # best on source
-        {"target_acc": 0.80, "source_val_acc": 0.93, "target_im": 1.5, "target_val_acc": 0.65},  # best on IM
-        {"target_acc": 0.60, "source_val_acc": 0.92, "target_im": 1.1, "target_val_acc": 0.70},  # best target val
+    history = [  # each validator reads validation metrics; the test accuracy is only reported
+        {"target_acc": 0.50, "validator/source_val": 0.90, "validator/im": 1.0, "validator/oracle": 0.55},
+        {"target_acc": 0.70, "validator/source_val": 0.95, "validator/im": 1.2, "validator/oracle": 0.60},  # source
+        {"target_acc": 0.80, "validator/source_val": 0.93, "validator/im": 1.5, "validator/oracle": 0.65},  # IM
+        {"target_acc": 0.60, "validator/source_val": 0.92, "validator/im": 1.1, "validator/oracle": 0.70},  # oracle
     ]
     out = select(history)
     assert out["selected/last/target_acc"] == 0.60 and out["selected/last/epoch"] == 4
     assert out["selected/source_val/target_acc"] == 0.70 and out["selected/source_val/epoch"] == 2
     assert out["selected/im/target_acc"] == 0.80 and out["selected/im/epoch"] == 3
-    assert out["selected/target_val/target_acc"] == 0.60 and out["selected/target_val/epoch"] == 4
-    assert not any("oracle" in key for key in out)  # no protocol chooses by the test labels
+    assert out["selected/oracle/target_acc"] == 0.60 and out["selected/oracle/epoch"] == 4
+    assert not any("test" in key for key in out)  # nothing chooses by the test labels
     assert select([]) == {}
 
 
@@ -84,13 +84,18 @@ def test_dann_run_logs_shared_metrics_protocols_and_tsne(client) -> None:
     for key in (
         "target_acc",
         "source_acc",
-        "target_im",
+        "validator/im",
+        "validator/snd",
+        "validator/bnm",
+        "validator/dev",
+        "validator/oracle",
         "domain_acc",
         "proxy_a_distance",
         "step/loss/domain",
         "selected/source_val/target_acc",
         "selected/im/epoch",
-        "selected/target_val/target_acc",
+        "selected/oracle/target_acc",
+        "selected/dev/score",
         "source_val_acc",
         "target_val_acc",
         "train/lambda",
@@ -189,7 +194,7 @@ def test_dann_information_maximisation_makes_target_predictions_confident_and_di
     two = [*SMALL, ("epochs", "2"), ("tsne_points", "0"), ("weight_average", "0")]
     plain = quiet(RunRequest("dann", overrides=two)).metrics
     im = quiet(RunRequest("dann", overrides=[*two, ("im_weight", "3")])).metrics
-    assert im["target_im"] > plain["target_im"] + 0.2  # the evaluation measures what the term optimises
+    assert im["validator/im"] > plain["validator/im"] + 0.2  # the evaluation measures what the term optimises
 
 
 def test_information_maximization_objective_is_the_score_and_carries_gradients() -> None:
@@ -234,7 +239,7 @@ def test_adda_information_maximisation_makes_target_predictions_confident_and_di
     two = [*SMALL, ("epochs", "2"), ("pretrain_epochs", "1"), ("tsne_points", "0"), ("lr_target", "3e-3")]
     plain = quiet(RunRequest("adda", overrides=two))
     im = quiet(RunRequest("adda", overrides=[*two, ("im_weight", "3")]))
-    assert im.metrics["target_im"] > plain.metrics["target_im"] + 0.1  # what the term optimises
+    assert im.metrics["validator/im"] > plain.metrics["validator/im"] + 0.1  # what the term optimises
     assert "step/loss/im" in client.get_run(im.run_id).data.metrics
     assert "step/loss/im" not in client.get_run(plain.run_id).data.metrics
 
@@ -301,7 +306,7 @@ def test_report_builds_the_table_from_runs_and_writes_markdown(tmp_path, monkeyp
     assert rows["DANN"].endswith("(1 run)")
     assert runs["dann"].run_id in text
     assert (tmp_path / "rep" / "mnist-mnistm_dann_tsne_domain.png").exists()
-    result = CliRunner().invoke(app, ["report", "--protocol", "target_val", "--out", str(tmp_path / "rep2")])
+    result = CliRunner().invoke(app, ["report", "--protocol", "oracle", "--out", str(tmp_path / "rep2")])
     assert result.exit_code == 0 and "uses target labels" in (tmp_path / "rep2" / "report.md").read_text()
     assert CliRunner().invoke(app, ["report", "--protocol", "best"]).exit_code == 1
 

@@ -68,6 +68,7 @@ def test_cli_run_lands_in_mlflow_with_params_curves_figures_and_model(client) ->
         "figures/curves.png",
         "figures/confusion_target.png",
         "figures/confusion_source.png",
+        "figures/validators.png",
         "figures/tsne_class.png",
         "figures/tsne_domain.png",
     }

@@ -147,7 +147,7 @@ def test_the_curves_figure_plots_losses_and_accuracies_but_not_schedules() -> No
 
     history = [
         {"train/loss": 1.0 - e / 10, "train/loss/domain": 0.6, "train/lambda": e / 3, "train/lr": 1e-3,
-         "train/acc": 0.5 + e / 10, "target_acc": 0.4, "target_im": 1.2, "selected/last/target_acc": 0.4}
+         "train/acc": 0.5 + e / 10, "target_acc": 0.4, "validator/im": 1.2, "selected/last/target_acc": 0.4}
         for e in range(3)
     ]  # fmt: skip
     losses, accs = curves_figure(history, "t").axes

@@ -131,7 +131,8 @@ def test_example_plugin_installs_lists_runs_into_mlflow_and_uninstalls(
     assert "warning" not in listing.stderr
     coral = venv.plugins(tmp_path)["coral"]
     assert (coral["package"], coral["version"], coral["api"], coral["errors"]) == ("hw3-coral", "0.1.0", "1", [])
-    assert coral["hooks"] == ["hw3_register_datasets", "hw3_register_methods"] and not coral["builtin"]
+    assert coral["hooks"] == ["hw3_register_datasets", "hw3_register_methods", "hw3_register_validators"]
+    assert not coral["builtin"] and "entropy" in listing.stdout and "Morerio" in listing.stdout
 
     ran = venv.hw3("run", "coral", "--pair", "mnist:mnistm", *QUICK, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -141,11 +142,19 @@ def test_example_plugin_installs_lists_runs_into_mlflow_and_uninstalls(
     assert client.get_experiment(run.info.experiment_id).name == "hw3-mnist-mnistm"  # beside the built-ins' runs
     assert run.data.tags["method"] == "coral" and run.data.tags["pair"] == "mnist:mnistm"
     assert run.data.params["coral_weight"] == "1.0" and run.data.params["layer"] == "logits"
-    shared = {"target_acc", "source_acc", "target_im", "proxy_a_distance", "selected/im/target_acc"}
+    shared = {"target_acc", "source_acc", "validator/im", "proxy_a_distance", "selected/im/target_acc"}
+    shared |= {"validator/entropy", "selected/entropy/target_acc"}  # the package's own validator, logged
     assert shared <= set(run.data.metrics) and "train/loss/coral" in run.data.metrics
     assert [m.step for m in client.get_metric_history(run_id, "target_acc")] == [1]
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
     assert {"figures/curves.png", "figures/confusion_target.png", "figures/confusion_source.png"} <= figures
+
+    tuned = venv.hw3(
+        "tune", "coral", "--space", "coral_weight=0.1..10:log", "--trials", "2", "--select", "entropy",
+        "--set", "epochs=1", "--set", "train_subset=256", "--set", "test_subset=200", cwd=tmp_path,
+    )  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "entropy (searched)" in tuned.stdout and "reality check: 2 finished trials" in tuned.stdout
 
     out = venv.pip_uninstall("hw3-coral", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -203,4 +212,4 @@ def test_example_passes_its_own_tests(venv: Venv, coral_source: Path) -> None:
     # `python -m pytest` puts the example's folder on sys.path: its tests need no install.
     tests = venv.run("-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=coral_source)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
-    assert "7 passed" in tests.stdout
+    assert "8 passed" in tests.stdout

@@ -2,7 +2,7 @@
 
 `AdaptMethod` gives a method the evaluation, figures and logged model every built-in
 adaptation method has, so its runs line up with theirs in `hw3 report` and the MLflow UI:
-`target_acc`, `source_acc`, per-class accuracy, confusion matrices, `target_im`, `domain_acc`
+`target_acc`, `source_acc`, per-class accuracy, confusion matrices, each validator's score, `domain_acc`
 (with a `self.discriminator`), the proxy A-distance, t-SNE figures and `runs:/<id>/model`.
 Beside it: the DANN paper's digit networks, gradient reversal, AdaBN, input augmentation, weight
 averaging and the shared evaluation helpers.

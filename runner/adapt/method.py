@@ -53,6 +53,7 @@ class AdaptMethod(Method[C]):
     figure_captions: ClassVar[dict[str, str]] = {
         "tsne_class.png": "t-SNE of source and target test features, by class",
         "tsne_domain.png": "t-SNE of source and target test features, by domain",
+        "validators.png": "each validator's score by epoch (its pick marked) above target test accuracy",
     }
     net: DigitClassifier  # built in `setup`
     # Set in `setup` by a method that has them; None (the class's) when it has not.
@@ -205,10 +206,11 @@ class AdaptMethod(Method[C]):
 
     # -- results ---------------------------------------------------------------------------------
     def evaluate(self, ctx: RunContext) -> dict[str, float]:
-        from runner.adapt.evaluation import accuracy_metrics, confusion, information_maximization, per_class_accuracy
+        from runner.adapt.evaluation import accuracy_metrics, confusion, per_class_accuracy
 
         out: dict[str, float] = {}
         features = {}
+        val: dict[str, Outputs] = {}
         with self.evaluating():
             for role in ("target", "source"):
                 dom = ctx.domains[role]
@@ -222,12 +224,8 @@ class AdaptMethod(Method[C]):
                     [ctx.epoch + 1, role, c, a] for c, a in zip(dom.classes, per_class_accuracy(cm), strict=True)
                 ]
                 if dom.val is not None and len(dom.val):  # what selection reads: never the test split
-                    val_logits = self.outputs(role, dom.val, ctx).logits
-                    out[f"{role}_val_acc"] = float((val_logits.argmax(1) == dom.val.labels.cpu()).float().mean())
-                    if role == "target":
-                        out["target_im"] = information_maximization(val_logits)
-                elif role == "target":
-                    out["target_im"] = information_maximization(test.logits)
+                    val[role] = self.outputs(role, dom.val, ctx)
+                    out[f"{role}_val_acc"] = float((val[role].logits.argmax(1) == dom.val.labels.cpu()).float().mean())
             if self.discriminator is not None:
                 import torch
 
@@ -235,6 +233,32 @@ class AdaptMethod(Method[C]):
                     ps = self.discriminator(features["source"].to(ctx.device)).flatten().cpu() < 0
                     pt = self.discriminator(features["target"].to(ctx.device)).flatten().cpu() >= 0
                 out["domain_acc"] = float(torch.cat([ps, pt]).float().mean())
+        if len(val) == 2:
+            out.update(self.validate(ctx, val["source"], val["target"]))
+        return out
+
+    def validate(self, ctx: RunContext, source: Outputs, target: Outputs) -> dict[str, float]:
+        """`validator/<name>` for each of the run's validators, from the validation splits' outputs;
+        only an oracle (`uses_target_labels`) is given the target's labels."""
+        from runner.validator import ValidationData
+
+        if ctx.validators is None:
+            from runner.adapt.validators import builtin_validators
+
+            validators = {v.name: v for v in builtin_validators()}
+        else:
+            validators = ctx.validators
+        dom_s, dom_t = ctx.domains["source"], ctx.domains["target"]
+        assert dom_s.val is not None and dom_t.val is not None
+        blind = ValidationData(source, dom_s.val.labels.cpu(), target, None, ctx.settings.seed)
+        labelled = ValidationData(source, blind.source_labels, target, dom_t.val.labels.cpu(), ctx.settings.seed)
+        out = {}
+        for name, validator in validators.items():
+            try:
+                value = validator.score(labelled if validator.uses_target_labels else blind)
+            except Exception as exc:  # a plugin's validator: name it rather than fail inside the method
+                raise Hw3Error(f"validator '{name}' raised {type(exc).__name__}: {exc}") from exc
+            out[f"validator/{name}"] = float(value)
         return out
 
     def summarize(self, ctx: RunContext) -> dict[str, float]:
@@ -248,9 +272,11 @@ class AdaptMethod(Method[C]):
         return {**select(ctx.history), "proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
 
     def figures(self, ctx: RunContext) -> dict[str, Figure]:
-        from runner.figures import confusion_figure
+        from runner.figures import confusion_figure, validators_figure
 
         out = {}
+        if any(k.startswith("validator/") for h in ctx.history for k in h):
+            out["validators.png"] = validators_figure(ctx.history, f"validators of {self.name} on {ctx.task.label}")
         row = self.report_row()
         trained = row.label if row else self.name
         for role in ("target", "source"):

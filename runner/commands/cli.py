@@ -67,13 +67,26 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @app.command("list")
 @one_line_errors
 def list_() -> None:
-    """Methods, datasets, named pairs, presets and suites, and which package brings each."""
-    from runner.commands.tables import datasets_table, methods_table, pairs_table, presets_table, suites_table
+    """Methods, datasets, validators, named pairs, presets and suites, and which package brings each."""
+    from runner.commands.tables import (
+        datasets_table,
+        methods_table,
+        pairs_table,
+        presets_table,
+        suites_table,
+        validators_table,
+    )
     from runner.config import load_registry
     from runner.plugins import get_manager
 
     manager, registry = get_manager(), load_registry()
-    tables = (methods_table(manager), datasets_table(manager), pairs_table(registry), presets_table(registry))
+    tables = (
+        methods_table(manager),
+        datasets_table(manager),
+        validators_table(manager),
+        pairs_table(registry),
+        presets_table(registry),
+    )
     for table in (*tables, suites_table(registry)):
         console.print(table)
 
@@ -241,7 +254,10 @@ def run(
 def report(
     protocol: Annotated[
         str,
-        typer.Option(help="Epoch selection: last, source_val, im, or target_val (uses target labels: an upper bound)."),
+        typer.Option(
+            help="Epoch selection: last, or the best epoch by a validator (`hw3 list` shows them; oracle uses "
+            "target labels: an upper bound)."
+        ),
     ] = "last",
     pair: Annotated[list[str] | None, typer.Option(help="Only these SOURCE:TARGET pairs; repeatable.")] = None,
     filter_: Annotated[
@@ -249,6 +265,10 @@ def report(
         typer.Option("--filter", metavar="KEY=VALUE", help="Only runs whose param KEY is VALUE; repeatable."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for report.md and the t-SNE figures.")] = Path("hw3-report"),
+    tune: Annotated[
+        str | None,
+        typer.Option(metavar="PARENT_RUN_ID", help="Instead: the reality check of a hw3 tune (its parent run ID)."),
+    ] = None,
 ) -> None:
     """The report's table from MLflow: source only, DANN, ADDA, ..., target only, one column per pair.
 
@@ -256,6 +276,9 @@ def report(
     each part labelled with the settings that differ (choose one with --filter KEY=VALUE)."""
     from runner.commands.report import build, rich_table, write
     from runner.config import parse_set
+
+    if tune is not None:
+        return _tune_report(tune, out)
 
     filters = [(k, str(v)) for k, v in parse_set(filter_ or [])]
     rep = build(protocol, pair, filters=filters)
@@ -525,6 +548,111 @@ def sweep(
     if result.failed:
         runs = sum(r.planned for r in result.rows)
         raise Hw3Error(f"{result.failed} of {runs} runs failed (their errors are above and in sweep.json)")
+
+
+@app.command()
+@one_line_errors
+def tune(
+    method: Annotated[str, typer.Argument(help="Adaptation method to tune, such as dann (see `hw3 list`).")],
+    space: Annotated[
+        list[str],
+        typer.Option(
+            metavar="KEY=LOW..HIGH[:log] | KEY=A,B",
+            help="A config key's range (uniform, or :log) or choices; repeat for more keys (`hw3 show METHOD`).",
+        ),
+    ],
+    pair: Pair = None,
+    trials: Annotated[
+        int, typer.Option(help="Trials the study runs in all (finished or pruned), workers together.")
+    ] = 20,
+    select: Annotated[
+        str,
+        typer.Option(
+            help="The validator that scores trials, without target labels (`hw3 list` shows them; oracle reads "
+            "target labels: a bound)."
+        ),
+    ] = "im",
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds each trial averages over.")] = None,
+    workers: Annotated[str, typer.Option(metavar="N|auto", help=WORKERS_HELP + " Each takes the next trial.")] = "1",
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="The study's database: sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB for workers on several "
+            "machines (default: optuna.db beside mlflow.db)."
+        ),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name (default: from the method, pair, space, validator and seeds).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for every trial; repeatable.")] = None,
+    preset: Annotated[str | None, typer.Option(help="A named preset from registry.toml (`hw3 list`).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: tune-SOURCE-TARGET).")] = None,
+    data_root: Annotated[
+        str | None, typer.Option(help="Folder holding dataset files (default: $HW3_DATA_ROOT or ~/.cache/hw3).")
+    ] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Search METHOD's settings on Optuna (TPE; trials whose validator score lags are pruned), choose
+    by a validator that needs no target labels, and print the reality check: each validator's
+    choice against the oracle's (best target validation accuracy), the defaults, and Spearman's rho.
+
+    Each trial's runs are MLflow child runs of one parent run, which holds the reality check
+    (tune.md, a scatter per validator). Run the same command again after Ctrl-C to resume; run it
+    on other machines with the same --storage postgresql://... to share the study.
+
+    Examples:
+
+      hw3 tune dann --space lr=1e-4..1e-2:log --space dropout=0..0.7 --trials 24 --select im --workers 2
+
+      hw3 tune adda --pair mnistm:syndigits --space lr_target=2e-5..2e-3:log --trials 12
+
+      hw3 tune dann --space lr=1e-4..1e-2:log --storage postgresql://hw3:secret@db/hw3   # on each machine
+    """
+    from runner.fanout import parse_seeds
+    from runner.run import RunRequest
+    from runner.tune.tuner import tune as run_tune
+    from runner.workers import parse_workers
+
+    how_many = parse_workers(workers)
+    from runner.config import parse_set
+    from runner.errors import RunInterrupted
+
+    req = RunRequest(
+        method,
+        pair=one(pair, "--pair"),
+        preset=preset,
+        overrides=parse_set(set_ or []) + ([("device", device)] if device else []),
+        experiment=experiment,
+        data_root=data_root,
+    )
+    picked = parse_seeds(seeds) if seeds is not None else None
+    try:
+        result = run_tune(
+            req, space, trials=trials, select=select, seeds=picked, workers=how_many, storage=storage, study=study,
+            console=console,
+        )  # fmt: skip
+    except RunInterrupted as exc:
+        err_console.print(f"[yellow]{escape(str(exc))}", highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
+    console.print(
+        f"study {result.study}; parent run {result.parent_run_id} (tune.md and a scatter per validator are on it)",
+        highlight=False,
+    )
+
+
+def _tune_report(parent_run_id: str, out: Path) -> None:
+    from runner.tracking import Tracker
+    from runner.tune import reality, views
+
+    tracker = Tracker()
+    rc = reality.build(tracker, parent_run_id)
+    console.print(views.rich_table(rc))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tune.md"
+    path.write_text(views.markdown(rc))
+    for name, fig in views.figures(rc).items():
+        fig.savefig(out / name, dpi=110)
+    console.print(f"wrote {path} and a scatter per validator beside it", highlight=False)
 
 
 def _run_seeds(req: Any, seeds: str) -> None:

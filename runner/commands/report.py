@@ -15,13 +15,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import record
-from runner.adapt.selection import PROTOCOLS
+from runner.adapt.selection import LAST, LAST_HELP
 from runner.errors import Hw3Error
 from runner.fanout import mean_std
 from runner.method import ReportRow
 
 if TYPE_CHECKING:
     from runner.tracking import Tracker
+
+
+def protocols() -> dict[str, str]:
+    """Each epoch-selection protocol a report can use, in words: the last epoch, and the best
+    epoch by each registered validator (an oracle said to be one)."""
+    from runner.plugins import get_manager
+
+    out = {LAST: LAST_HELP}
+    for name, reg in get_manager().validators().items():
+        v = reg.obj
+        oracle = " (uses target labels: an upper bound, not a result)" if v.uses_target_labels else ""
+        out[name] = f"best {name}: {v.description}{oracle}"
+    return out
 
 
 @dataclass
@@ -112,8 +125,9 @@ def build(
     labelled by the settings that tell them apart."""
     from runner.tracking import Tracker, reap_orphans
 
-    if protocol not in PROTOCOLS:
-        raise Hw3Error(f"--protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+    known = protocols()
+    if protocol not in known:
+        raise Hw3Error(f"--protocol {protocol!r}: choose from {', '.join(known)}")
     tracker = Tracker()
     reap_orphans(tracker)  # a run whose process died is KILLED, not a result
     metric = f"selected/{protocol}/target_acc"
@@ -168,7 +182,7 @@ def rich_table(report: Report) -> Any:
     from rich.table import Table
 
     t = Table(
-        title=f"target accuracy (%), mean ± std over runs; checkpoint: {PROTOCOLS[report.protocol]}",
+        title=f"target accuracy (%), mean ± std over runs; checkpoint: {protocols()[report.protocol]}",
         title_justify="left",
     )
     t.add_column("method", no_wrap=True)
@@ -193,7 +207,7 @@ def markdown(report: Report, out: Path) -> list[str]:
 
     tracker = Tracker(report.tracking_uri)
     lines = [
-        f"Mean ± std over finished runs. Checkpoint: **{PROTOCOLS[report.protocol]}**"
+        f"Mean ± std over finished runs. Checkpoint: **{protocols()[report.protocol]}**"
         f" (`--protocol {report.protocol}`).",
         f"Tracking store: `{report.tracking_uri}`.",
         "",

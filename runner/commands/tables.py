@@ -21,6 +21,17 @@ def methods_table(manager: PluginManager) -> Table:
     return t
 
 
+def validators_table(manager: PluginManager) -> Table:
+    t = Table(title="validators (hw3 tune --select NAME, hw3 report --protocol NAME)", title_justify="left")
+    for col in ("name", "target labels", "package", "description", "from"):
+        t.add_column(col, no_wrap=col in KEY_COLUMNS)
+    for name, reg in manager.validators().items():
+        v = reg.obj
+        labels = "[yellow]yes: an oracle" if v.uses_target_labels else "no"
+        t.add_row(f"[bold]{name}", labels, reg.package, v.description, v.citation)
+    return t
+
+
 def datasets_table(manager: PluginManager, data_root: str | None = None, cache: bool = False) -> Table:
     from runner.commands.data import cached, context_for
 
@@ -78,7 +89,7 @@ def suites_table(registry: Registry) -> Table:
 
 
 def plugins_table(manager: PluginManager) -> Table:
-    manager.methods(), manager.datasets()  # collect registration errors too
+    manager.methods(), manager.datasets(), manager.validators()  # collect registration errors too
     t = Table(title=f"plugins (hw3 {__version__}, plugin API {PLUGIN_API_VERSION})", title_justify="left")
     for col in ("name", "package", "version", "api", "hooks", "error"):
         t.add_column(col, no_wrap=col in KEY_COLUMNS)

@@ -37,7 +37,7 @@ def test_coral_loss_pulls_target_covariance_towards_source() -> None:
 
 def test_plugin_registers_its_method_and_dataset(hw3_env) -> None:
     info = hw3_env.register(plugin, name="coral")
-    assert info.hooks == ["hw3_register_datasets", "hw3_register_methods"]
+    assert info.hooks == ["hw3_register_datasets", "hw3_register_methods", "hw3_register_validators"]
     assert info.api == "1"
     shown = hw3_env.cli("show", "coral")
     assert shown.exit_code == 0, shown.output
@@ -60,7 +60,14 @@ def test_one_epoch_is_tracked_like_a_builtin_method(hw3_env) -> None:
     hw3_env.register(plugin, name="coral")
     result = hw3_env.run("coral", coral_weight=2.0)
     assert result.status == "FINISHED"
-    for key in ("target_acc", "source_acc", "target_im", "proxy_a_distance", "train/loss/coral"):
+    for key in (
+        "target_acc",
+        "source_acc",
+        "validator/im",
+        "validator/entropy",
+        "proxy_a_distance",
+        "train/loss/coral",
+    ):
         assert key in result.metrics
     run = hw3_env.mlflow_run(result.run_id)
     assert run.data.params["coral_weight"] == "2.0" and run.data.tags["method"] == "coral"
@@ -72,3 +79,18 @@ def test_one_epoch_on_the_plugins_own_pair(hw3_env) -> None:
     hw3_env.register(plugin, name="coral")
     result = hw3_env.run("coral", pair="mnist:mnist-rotated", train_subset=256, test_subset=200)
     assert result.status == "FINISHED" and 0.0 <= result.metrics["target_acc"] <= 1.0
+
+
+def test_the_entropy_validator_prefers_confident_predictions() -> None:
+    from runner import ValidationData
+    from runner.adapt import Outputs
+
+    from hw3_coral.validators import TargetEntropy
+
+    def score(logits: torch.Tensor) -> float:
+        out = Outputs(torch.zeros(len(logits), 2), logits)
+        return TargetEntropy().score(ValidationData(out, logits.argmax(1), out, None))
+
+    sure = torch.eye(10).repeat(5, 1) * 20
+    assert score(sure) == pytest.approx(0.0, abs=1e-6)
+    assert score(torch.zeros(50, 10)) == pytest.approx(-np.log(10), abs=1e-6)

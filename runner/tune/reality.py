@@ -1,0 +1,171 @@
+"""The reality check of a tuning study: for each validator, the target test accuracy of the trial
+it would choose, beside the oracle's choice (best target validation accuracy), the defaults, and
+how well its scores rank the trials (Spearman's rho against target test accuracy).
+
+Read from the trials' MLflow runs (tagged with the study's name, under one parent run or under
+the parents of several `hw3 tune` processes sharing the study), so `hw3 report --tune` can build
+it again at any time. Each trial's figures are its runs' means over seeds; each validator
+is read at the epoch it chose (`selected/<validator>/...`). Pruned trials stopped early, so their
+scores are not comparable: they are counted, never chosen.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner import record
+from runner.errors import Hw3Error
+
+if TYPE_CHECKING:
+    from runner.tracking import Tracker
+
+ORACLE = "oracle"
+# A validator whose choice lands this many points or more below the oracle's, below the defaults,
+# or whose scores rank the trials against their accuracy, misleads.
+MISLEADS_POINTS = 3.0
+
+
+@dataclass
+class TrialRow:
+    """One trial: its values, and per validator its mean score and target test accuracy (at the
+    epoch that validator chose) over its seeds' runs."""
+
+    number: int
+    values: dict[str, str]
+    runs: list[str]
+    defaults: bool = False
+    pruned: bool = False
+    score: dict[str, float] = field(default_factory=dict)
+    acc: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    validator: str
+    oracle: bool  # reads target labels
+    chosen: TrialRow | None
+    chosen_acc: float | None
+    defaults_acc: float | None
+    rho: float | None  # Spearman's rank correlation of score with target test accuracy
+    gap: float | None  # chosen_acc - the oracle's choice's accuracy, in points
+
+    def says(self) -> str:
+        if self.oracle:
+            return "uses target labels: the bound, not a choice a user can make"
+        if self.chosen_acc is None:
+            return "no finished trial"
+        notes = []
+        if self.gap is not None and self.gap <= -MISLEADS_POINTS:
+            notes.append(f"{-self.gap:.1f} points below the oracle's choice")
+        if self.defaults_acc is not None and self.chosen_acc < self.defaults_acc - 1e-9:
+            notes.append(f"{100 * (self.defaults_acc - self.chosen_acc):.1f} below the defaults")
+        if self.rho is not None and self.rho < 0:
+            notes.append("ranks the trials against their accuracy")
+        if notes:
+            return "misleads: " + "; ".join(notes)
+        return "close to the oracle" if self.gap is not None and self.gap > -1.0 else "fair"
+
+
+@dataclass
+class RealityCheck:
+    parent_run_id: str
+    select: str  # the validator the study searched with
+    validators: list[str]  # in the order the table lists them, the oracle last
+    trials: list[TrialRow]
+    verdicts: list[Verdict]
+    oracle_acc: float | None
+    best_acc: float | None  # the best target test accuracy of any finished trial, in hindsight
+
+    @property
+    def finished(self) -> list[TrialRow]:
+        return [t for t in self.trials if not t.pruned]
+
+
+def trial_rows(tracker: Tracker, study: str) -> list[TrialRow]:
+    """The study's trials, from their finished runs in this MLflow store, grouped by trial number."""
+    runs = tracker.search(f"tags.`{record.STUDY}` = '{study}'", status="FINISHED")
+    by_trial: dict[int, list[Any]] = defaultdict(list)
+    for run in runs:
+        number = run.data.tags.get(record.TRIAL)
+        if number is not None and number.isdigit():
+            by_trial[int(number)].append(run)
+    rows = []
+    for number, group in sorted(by_trial.items()):
+        first = group[0]
+        setting = {
+            k.removeprefix(record.GRID_PREFIX): v
+            for k, v in first.data.tags.items()
+            if k.startswith(record.GRID_PREFIX)
+        }
+        row = TrialRow(
+            number,
+            setting,
+            [r.info.run_id for r in group],
+            defaults=first.data.tags.get(record.DEFAULTS_TRIAL) == "true",
+            pruned=any(record.STOPPED_EARLY in r.data.tags for r in group),
+        )
+        names = {
+            k.split("/")[1] for r in group for k in r.data.metrics if k.startswith("selected/") and k.endswith("/score")
+        }
+        for name in names:
+            scores = [r.data.metrics.get(f"selected/{name}/score") for r in group]
+            accs = [r.data.metrics.get(f"selected/{name}/target_acc") for r in group]
+            if all(s is not None for s in scores) and all(a is not None for a in accs):
+                row.score[name] = statistics.fmean(scores)  # type: ignore[arg-type]
+                row.acc[name] = statistics.fmean(accs)  # type: ignore[arg-type]
+        rows.append(row)
+    return rows
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def check(parent_run_id: str, select: str, trials: list[TrialRow], order: list[str]) -> RealityCheck:
+    """Each validator's choice among the finished trials, against the oracle's; `order` lists the
+    validators first in the order given (the registered ones), then any others the runs logged."""
+    done = [t for t in trials if not t.pruned]
+    logged = {name for t in done for name in t.score}
+    names = [n for n in order if n in logged] + sorted(logged - set(order))
+    names = [n for n in names if n != ORACLE] + ([ORACLE] if ORACLE in logged else [])
+    oracle_pick = _best(done, ORACLE)
+    oracle_acc = oracle_pick.acc[ORACLE] if oracle_pick else None
+    defaults = next((t for t in done if t.defaults), None)
+    verdicts = []
+    for name in names:
+        pick = _best(done, name)
+        have = [t for t in done if name in t.score]
+        rho = spearman([t.score[name] for t in have], [t.acc[name] for t in have])
+        acc = pick.acc[name] if pick else None
+        gap = 100 * (acc - oracle_acc) if acc is not None and oracle_acc is not None else None
+        d_acc = defaults.acc.get(name) if defaults else None
+        verdicts.append(Verdict(name, name == ORACLE, pick, acc, d_acc, rho, gap))
+    best = max((max(t.acc.values()) for t in done if t.acc), default=None)
+    return RealityCheck(parent_run_id, select, names, trials, verdicts, oracle_acc, best)
+
+
+def _best(trials: list[TrialRow], name: str) -> TrialRow | None:
+    scored = [t for t in trials if name in t.score and t.score[name] == t.score[name]]
+    return max(scored, key=lambda t: (t.score[name], -t.number)) if scored else None
+
+
+def build(tracker: Tracker, parent_run_id: str) -> RealityCheck:
+    """The reality check of the tune whose parent run is `parent_run_id`."""
+    parent = tracker.find_run(parent_run_id, "--tune")
+    if parent.data.tags.get(record.TUNE) != "true":
+        raise Hw3Error(
+            f"--tune {parent_run_id}: that run is not a hw3 tune's parent run (its trials' runs sit under one)"
+        )
+    from runner.plugins import get_manager
+
+    trials = trial_rows(tracker, parent.data.tags.get(record.STUDY, ""))
+    if not trials:
+        raise Hw3Error(f"--tune {parent_run_id}: no finished trial runs under it yet")
+    return check(parent_run_id, parent.data.tags.get(record.SELECT, ""), trials, list(get_manager().validators()))

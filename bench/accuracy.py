@@ -9,6 +9,7 @@ target labels) and the wall time per run.
     python bench/accuracy.py --pairs mnist:mnistm --seeds 0    # one seed on the embedded pair
     python bench/accuracy.py --methods dann,selfens --set epochs=5
     python bench/accuracy.py --rows "source only" --set augment=false
+    python bench/accuracy.py --pairs mnistm:syndigits --rows ADDA --workers 2   # two runs at once
 
 Runs go to MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db in this folder).
 """
@@ -19,10 +20,11 @@ import argparse
 import io
 import statistics
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 
-from runner.run import RunRequest, execute
+from runner.run import RunRequest, RunResult, execute
 
 # (row label, method, extra settings)
 ROWS = [
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--rows", default="", help='comma-separated subset of the rows, such as "source only,DANN"')
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run (as hw3 run --set)")
+    parser.add_argument("--workers", type=int, default=1, help="runs at once (their seconds are then each run's own)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = [tuple(item.split("=", 1)) for item in args.set]
@@ -57,21 +60,39 @@ def main() -> None:
     rows = [r for r in ROWS if (not wanted or r[1] in wanted) and (not labels or r[0] in labels)]
     results: dict[tuple[str, str], dict[str, list[float]]] = {}
     quiet = Console(file=io.StringIO())
+    planned = []  # (pair, row label, seed, request)
     for pair in args.pairs.split(","):
         for label, method, settings in rows:
-            cell = results.setdefault((label, pair), {"last": [], "im": [], "seconds": []})
+            results.setdefault((label, pair), {"last": [], "im": [], "seconds": []})
             for seed in seeds:
-                t0 = time.perf_counter()
                 req = RunRequest(method, pair=pair, overrides=[*settings, *extra, ("seed", seed), ("tsne_points", 0)])
-                result = execute(req, quiet)
-                cell["seconds"].append(time.perf_counter() - t0)
-                cell["last"].append(result.metrics["target_acc"])
-                cell["im"].append(result.metrics.get("selected/im/target_acc", result.metrics["target_acc"]))
-                print(
-                    f"{pair:18s} {label:16s} seed {seed}: target {100 * result.metrics['target_acc']:5.1f}%"
-                    f"  (IM-selected {100 * cell['im'][-1]:5.1f}%)  {cell['seconds'][-1]:6.1f} s  run {result.run_id}",
-                    flush=True,
-                )
+                planned.append((pair, label, seed, req))
+
+    def record(i: int, result: RunResult, seconds: float) -> None:
+        pair, label, seed, _ = planned[i]
+        cell = results[(label, pair)]
+        cell["seconds"].append(seconds)
+        cell["last"].append(result.metrics["target_acc"])
+        cell["im"].append(result.metrics.get("selected/im/target_acc", result.metrics["target_acc"]))
+        print(
+            f"{pair:18s} {label:16s} seed {seed}: target {100 * result.metrics['target_acc']:5.1f}%"
+            f"  (IM-selected {100 * cell['im'][-1]:5.1f}%)  {seconds:6.1f} s  run {result.run_id}",
+            flush=True,
+        )
+
+    if args.workers > 1:  # side by side, the cores split between them (accuracy, not timing)
+        from runner.pool import Job, side_by_side
+
+        def ended(i: int, outcome: Callable[[], RunResult]) -> None:
+            result = outcome()
+            record(i, result, sum(result.seconds.values()))
+
+        side_by_side([Job(r, f"{p} {lab} seed {s}") for p, lab, s, r in planned], args.workers, Console(), ended)
+    else:
+        for i, (_, _, _, req) in enumerate(planned):
+            t0 = time.perf_counter()
+            result = execute(req, quiet)
+            record(i, result, time.perf_counter() - t0)
     print(f"\ntarget accuracy (%), mean ± std over seeds {args.seeds}; wall time per run")
     print(f"{'pair':18s} {'method':16s} {'last epoch':>14s} {'IM-selected':>14s} {'s/run':>8s}")
     for (label, pair), cell in results.items():

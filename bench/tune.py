@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +56,7 @@ def main() -> None:
         sys.stderr.write(done.stderr[-5000:])
         raise SystemExit(f"hw3 tune exited {done.returncode} after {wall:.0f} s")
     parent = done.stdout.rsplit("parent run ", 1)[1].split()[0]
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{where.resolve() / 'mlflow.db'}")

@@ -59,7 +59,7 @@ def test_two_processes_share_a_study_with_no_duplicate_and_survive_a_kill_9(post
     args = [
         sys.executable, "-m", "runner", "tune", "baseline", "--space", "lr=3e-4..1e-2:log", "--space",
         "weight_decay=0..1e-3", "--trials", str(TRIALS), "--storage", postgres_url, "--study", name,
-        "--set", "epochs=2", "--set", "train_subset=256", "--set", "test_subset=200", "--set", "threads=1",
+        "--set", "epochs=3", "--set", "train_subset=256", "--set", "test_subset=200", "--set", "threads=1",
     ]  # fmt: skip
     env = {**os.environ, "HW3_TUNE_HEARTBEAT": "1", "PYTHONUNBUFFERED": "1"}  # stale after 3 s of silence
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in (1, 2)]  # noqa: SIM115
@@ -71,9 +71,11 @@ def test_two_processes_share_a_study_with_no_duplicate_and_survive_a_kill_9(post
         study = optuna.load_study(study_name=name, storage=direct)
 
         def first_is_mid_trial() -> bool:
+            # Mid-run: its first epoch reported, its second (of three) not yet, so its run cannot
+            # have finished (unless pruned, and a pruned run is never counted as a finished trial).
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-            mine = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("hw3.runs") is None]
+            mine = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) == 1]
             mine = [t for t in mine if str(t.user_attrs.get("hw3.worker", "")).endswith(f":{first.pid}")]
             return done >= 2 and bool(mine)
 

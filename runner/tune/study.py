@@ -1,4 +1,5 @@
-"""The Optuna study behind `hw3 tune`, and one worker's loop over its trials.
+"""The Optuna study behind `hw3 tune`: its storage, what it searches, and how its trials stand.
+The loop a worker runs over it is `runner.tune.worker`.
 
 Any number of workers, in one `hw3 tune` or in several on many machines, share a study through
 its storage (a SQLite file by default, PostgreSQL for several machines). Each worker takes the
@@ -8,8 +9,8 @@ next trial until the study holds the trials asked for, finished or pruned:
   trial whose number puts it past the count of live ones (finished, pruned or running) is marked
   failed as surplus before it trains (two workers that asked at the same moment).
 - A worker killed mid-trial stops sending heartbeats; once they are stale, any other worker marks
-  the trial FAIL and puts its values back in the queue (Optuna's RetryHeartbeatStaleTrialCallback), so the
-  study still ends with every trial it was asked for. A worker waits while others hold the last
+  the trial FAIL and puts its values back in the queue (Optuna's RetryHeartbeatStaleTrialCallback),
+  so the study still ends with every trial it was asked for. A worker waits while others hold the last
   trials, to take such a retry up.
 - Ctrl-C stops the running trial (its MLflow run KILLED, with a checkpoint), marks it FAIL and
   queues its values again: a second `hw3 tune` with the same arguments resumes the study.
@@ -21,28 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
-import socket
-import statistics
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-
 from runner import record
-from runner.errors import ConfigError, Hw3Error, RunFailed, RunInterrupted
-from runner.plan import RunRequest
-from runner.tune.space import Dimension, as_override, space_text
+from runner.errors import ConfigError
+from runner.tune.space import Dimension, space_text
 
 if TYPE_CHECKING:
     import optuna
 
-    from runner.context import RunContext
 
 # Study and trial attributes (their names are in runner/record.py with every other hw3 name).
 ATTR_SEARCH = record.STUDY_SEARCH
@@ -194,198 +186,14 @@ def counts(study: optuna.Study) -> Counts:
     return out
 
 
-@dataclass
-class TuneJob:
-    """What one worker needs, plain data so it crosses to a spawned process."""
-
-    storage: str
-    study: str
-    trials: int
-    base: RunRequest  # the method, pair and --set values every trial shares
-    dims: list[Dimension]
-    seeds: list[int]
-    select: str
-    parent_run_id: str
-    experiment: str
-    run_name: str
-    threads: int = 0  # CPU threads of each run (0: torch's choice)
-    device: str = ""  # this worker's device, when the workers spread over GPUs
-    quiet: bool = False  # one line per trial instead of each run's epochs
-    warmup_epochs: int = 1  # the pruner waits this many epochs of a run before it may stop it
-    parent_pid: int = 0  # a spawned worker's parent: once it is gone, no new trial starts
-
-
-@dataclass
-class WorkerLog:
-    ran: int = 0
-    pruned: int = 0
-    failed: int = 0
-    lines: list[str] = field(default_factory=list)
-
-
-class _Surplus(Exception):
-    pass
-
-
-def work(job: TuneJob, console: Console, should_stop: Callable[[], bool] | None = None) -> WorkerLog:
-    """Take trials from the study until it holds `job.trials` finished or pruned ones, or until
-    `should_stop()` says to (raises RunInterrupted then)."""
-    import optuna
-
-    # The sampler and pruner are not stored with a study: every worker makes its own. TPE samples
-    # at random for the first 6 trials (the defaults among them); each worker draws its own
-    # numbers, and TPE's constant liar keeps two workers from picking the same point. A trial
-    # stops when its best score so far is below the median of earlier trials' at the same epoch:
-    # never in the first 5 trials, nor in the first third of a run (a slow start is not a bad one).
-    sampler = optuna.samplers.TPESampler(seed=job.seeds[0] * 1000 + os.getpid() % 1000, n_startup_trials=6)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=job.warmup_epochs)
-    study = optuna.load_study(storage=storage(job.storage), study_name=job.study, sampler=sampler, pruner=pruner)
-    log = WorkerLog()
-    poll = max(1.0, heartbeat_s() / 2)
-    while True:
-        if job.parent_pid and os.getppid() != job.parent_pid:
-            return log  # `hw3 tune` itself was killed: start nothing new
-        if should_stop is not None and should_stop():
-            raise RunInterrupted("stopped before its next trial")
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what study.optimize calls itself
-            warnings.simplefilter("ignore")
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAIL, and its values queued again
-        c = counts(study)
-        if c.done >= job.trials:
-            return log
-        if c.done + c.running >= job.trials and not c.waiting:
-            time.sleep(poll)  # others hold the last trials; one may come back as a retry
-            continue
-        current: list[optuna.Trial] = []
-        try:
-            study.optimize(
-                lambda trial, current=current: _objective(trial, job, console, log, current),
-                n_trials=1,
-                catch=(RunFailed, _Surplus),
-            )
-        except (RunInterrupted, KeyboardInterrupt):
-            if current:  # queue its values again, for whoever resumes the study
-                trial = current[0]
-                study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number, **_defaults_attr(trial)})
-            raise
-
-
-def _defaults_attr(trial: optuna.Trial) -> dict[str, Any]:
-    return {ATTR_DEFAULTS: True} if trial.user_attrs.get(ATTR_DEFAULTS) else {}
-
-
-def _surplus(trial: optuna.Trial, wanted: int) -> bool:
-    """Whether live trials numbered before this one already make up the study's count."""
-    from optuna.trial import TrialState
-
-    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    ahead = [t for t in trial.study.get_trials(deepcopy=False, states=live) if t.number < trial.number]
-    return len(ahead) >= wanted
-
-
-def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerLog, current: list[Any]) -> float:
-    import optuna
-
-    from runner.run import execute
-
-    if _surplus(trial, job.trials):
-        trial.set_user_attr(ATTR_SURPLUS, True)
-        raise _Surplus(SURPLUS_NOTE)
-    current.append(trial)
-    trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()}")
-    values = {d.key: d.suggest(trial) for d in job.dims}
-    defaults = bool(trial.user_attrs.get(ATTR_DEFAULTS))
-    label = f"trial {trial.number}" + (" (the defaults)" if defaults else "")
-    shown = " ".join(f"{k}={_short(v)}" for k, v in values.items())
-    if not job.quiet:
-        console.print(f"[bold]{label}[/]: {escape(shown)}", highlight=False)
-    scores, runs = [], []
-    for i, seed in enumerate(job.seeds):
-        overrides = [(k, as_override(v)) for k, v in values.items()] + [("seed", seed)]
-        if job.threads:
-            overrides.append(("threads", job.threads))
-        if job.device:
-            overrides.append(("device", job.device))
-        req = dataclasses.replace(
-            job.base,
-            overrides=[*job.base.overrides, *overrides],
-            parent_run_id=job.parent_run_id,
-            experiment=job.experiment,
-            run_name=f"{job.run_name} trial {trial.number} seed {seed}",
-            sweep_setting={k: as_override(v) for k, v in values.items()},  # tagged, and kept out of hw3 report
-            trial=record.TrialTags(job.study, trial.number, defaults),
-        )
-        try:
-            result = execute(
-                req, Console(file=io.StringIO()) if job.quiet else console, early_stop=_pruner(trial, i, job.select)
-            )
-        except RunFailed as exc:
-            log.failed += 1
-            _say(console, log, f"{label} failed ({escape(shown)}): {escape(str(exc))}")
-            raise
-        runs.append(result.run_id)
-        trial.set_user_attr(ATTR_RUNS, runs)
-        if result.stopped_early:
-            log.pruned += 1
-            _say(console, log, f"{label} pruned after epoch {len(result.history)} ({escape(shown)})")
-            raise optuna.TrialPruned()
-        score = result.metrics.get(f"selected/{job.select}/score")
-        if score is None or score != score:
-            raise RunFailed(f"run {result.run_id} logged no score of validator '{job.select}'")
-        scores.append(score)
-    log.ran += 1
-    value = statistics.fmean(scores)
-    _say(console, log, f"{label} done: {job.select} {value:.4g} ({escape(shown)})  runs {', '.join(runs)}")
-    return value
-
-
-def _pruner(trial: optuna.Trial, seed_index: int, select: str) -> Callable[[RunContext, dict[str, float]], str]:
-    """After each epoch: report the validator's best score so far (what the trial's value will be),
-    and end the run when the pruner says so."""
-    key = f"validator/{select}"
-    best = float("-inf")
-
-    def ask(ctx: RunContext, metrics: dict[str, float]) -> str:
-        nonlocal best
-        value = metrics.get(key, float("nan"))
-        if value == value:  # not NaN
-            best = max(best, value)
-        if best == float("-inf"):
-            return ""
-        trial.report(best, seed_index * ctx.settings.epochs + ctx.epoch)
-        if trial.should_prune():
-            return "pruned: its validator score lagged the median of earlier trials at this epoch"
-        return ""
-
-    return ask
-
-
-def _say(console: Console, log: WorkerLog, line: str) -> None:
-    log.lines.append(line)
-    console.print(line, highlight=False)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def run_worker(
-    job: TuneJob, console: Console | None = None, should_stop: Callable[[], bool] | None = None
-) -> WorkerLog:
-    """`work`, its unexpected errors (the database went away mid-study) as one line."""
-    try:
-        return work(job, console or Console(soft_wrap=True), should_stop)
-    except Hw3Error:
-        raise
-    except (KeyboardInterrupt, RunInterrupted):
-        raise
-    except Exception as exc:  # the database went away mid-study, say
-        raise Hw3Error(
-            f"study '{job.study}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
+# Settings that say where and how a trial runs, not what it finds: workers on other machines may
+# set them differently and still join the same study.
+WHERE_NOT_WHAT = frozenset({"device", "threads", "eval_batch_size", "log_every", "checkpoint_dir", "tsne_points"})
 
 
 def search_of(
     method: str, where: str, dims: list[Dimension], select: str, seeds: list[int], fixed: list[tuple[str, Any]]
 ) -> Search:
-    return Search(method, where, space_text(dims), select, tuple(seeds), tuple((k, str(v)) for k, v in fixed))
+    """What a study searches: its identity, from which its default name is made."""
+    shared = tuple((k, str(v)) for k, v in fixed if k not in WHERE_NOT_WHAT)
+    return Search(method, where, space_text(dims), select, tuple(seeds), shared)

@@ -17,16 +17,8 @@ from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 from runner.tune import reality, views
 from runner.tune.space import Dimension, parse_space, space_text
-from runner.tune.study import (
-    ATTR_PARENT,
-    TuneJob,
-    WorkerLog,
-    counts,
-    default_storage,
-    open_study,
-    run_worker,
-    search_of,
-)
+from runner.tune.study import ATTR_PARENT, counts, default_storage, open_study, search_of
+from runner.tune.worker import TuneJob, WorkerLog, run_worker
 
 
 @dataclass

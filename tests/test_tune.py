@@ -217,3 +217,20 @@ def test_the_reality_check_says_plainly_when_a_validator_misleads() -> None:
     good = reality.check("p", "im", rows((0.1, 0.80, 0.8, 0.8), (0.2, 0.895, 0.9, 0.9)), ["im", "oracle"])
     assert good.verdicts[0].says() == "close to the oracle" and good.verdicts[0].rho is None  # two trials: no rho
     assert "(1 pruned, left out)" in views.headline(rc)
+
+
+def test_a_choice_matches_the_config_value_it_names() -> None:
+    from plugins.methods.dann import Dann
+    from runner.tune.space import parse_space
+
+    dims = {d.key: d for d in parse_space(["augment=False,true", "dropout=0.,.5"], Dann, "dann")}
+    assert dims["augment"].choice_for(True) == "true" and dims["augment"].choice_for(False) == "False"
+    assert dims["dropout"].choice_for(0.5) == ".5" and dims["dropout"].choice_for(0.25) is None
+    assert not dims["dropout"].contains(0.25)
+
+
+def test_a_storage_url_is_shown_without_its_password() -> None:
+    from runner.tune.study import redact_url
+
+    assert redact_url("postgresql://hw3:s3cret@db:5432/tune") == "postgresql://hw3:***@db:5432/tune"
+    assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"

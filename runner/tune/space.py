@@ -44,9 +44,13 @@ class Dimension:
     def contains(self, value: Any) -> bool:
         """Whether a config value (the defaults', say) lies in this dimension."""
         if not self.is_range:
-            return str(value) in self.choices or any(_same(value, c) for c in self.choices)
+            return self.choice_for(value) is not None
         assert self.low is not None and self.high is not None
         return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+    def choice_for(self, value: Any) -> str | None:
+        """The choice, as written, that a config value equals (`True` is `true`, `0.5` is `.5`), or None."""
+        return next((c for c in self.choices if c == str(value) or _same(value, c)), None)
 
     def corners(self) -> list[str]:
         """The values that bound what this dimension can give a run: both ends, or each choice."""
@@ -57,8 +61,10 @@ class Dimension:
 
 
 def _same(value: Any, choice: str) -> bool:
+    if isinstance(value, (bool, str)):  # bool("false") is True; text compares without case
+        return str(value).lower() == choice.lower()
     try:
-        return type(value)(choice) == value if not isinstance(value, bool) else str(value).lower() == choice.lower()
+        return type(value)(choice) == value
     except (TypeError, ValueError):
         return False
 

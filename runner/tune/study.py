@@ -90,18 +90,18 @@ def storage(url: str) -> optuna.storages.RDBStorage:
                 )
         except ImportError as exc:
             raise ConfigError(
-                f"--storage {_safe(url)}: its database driver is not installed ({exc}); for PostgreSQL: "
+                f"--storage {redact_url(url)}: its database driver is not installed ({exc}); for PostgreSQL: "
                 "pip install 'hw3[postgres]'"
             ) from None
         except Exception as exc:  # an unreachable server, bad credentials; or two workers making the tables at once
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if attempt == 4 or "connect" in text.lower() or "authentication" in text.lower():
-                raise ConfigError(f"--storage {_safe(url)}: cannot open the study's database: {text}") from None
+                raise ConfigError(f"--storage {redact_url(url)}: cannot open the study's database: {text}") from None
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
-def _safe(url: str) -> str:
+def redact_url(url: str) -> str:
     """A URL without its password, for messages."""
     head, at, tail = url.rpartition("@")
     if not at or "://" not in head:

@@ -17,7 +17,7 @@ from runner.plan import Plan, RunRequest, make_plan
 from runner.plugins import get_manager
 from runner.tune import reality, views
 from runner.tune.space import Dimension, parse_space, space_text
-from runner.tune.study import ATTR_PARENT, counts, default_storage, open_study, search_of
+from runner.tune.study import ATTR_PARENT, counts, default_storage, open_study, redact_url, search_of
 from runner.tune.worker import TuneJob, WorkerLog, run_worker
 
 
@@ -79,7 +79,7 @@ def check(req: RunRequest, space: list[str], select: str, seeds: list[int] | Non
     flat = base.resolved.flat()
     defaults = None
     if all(d.contains(flat[d.key]) for d in dims):
-        defaults = {d.key: (flat[d.key] if d.is_range else _choice_of(d, flat[d.key])) for d in dims}
+        defaults = {d.key: (flat[d.key] if d.is_range else d.choice_for(flat[d.key])) for d in dims}
     run_seeds = seeds if seeds is not None else [base.resolved.settings.seed]
     return Checked(
         req,
@@ -90,17 +90,6 @@ def check(req: RunRequest, space: list[str], select: str, seeds: list[int] | Non
         req.experiment or f"tune-{base.task.slug}",
         req.run_name or f"{req.method}-{base.task.slug}",
     )
-
-
-def _choice_of(d: Dimension, value: Any) -> str:
-    return next(c for c in d.choices if c == str(value) or c.lower() == str(value).lower() or _eq(c, value))
-
-
-def _eq(text: str, value: Any) -> bool:
-    try:
-        return type(value)(text) == value
-    except (TypeError, ValueError):
-        return False
 
 
 def tune(
@@ -140,7 +129,7 @@ def tune(
     before = counts(opened)
     verb = "made" if made else "joined"
     console.print(
-        f"[bold]tune[/] {escape(req.method)} on {task.label}: {verb} study {escape(name)} ({_safe_url(url)}), "
+        f"[bold]tune[/] {escape(req.method)} on {task.label}: {verb} study {escape(name)} ({redact_url(url)}), "
         f"{before.done} of {trials} trials done; choosing by {select}; {n} worker(s); experiment {c.experiment}",
         highlight=False,
     )
@@ -151,8 +140,10 @@ def tune(
     ) as handle:
         if not parent_id:
             opened.set_user_attr(ATTR_PARENT, handle.run_id)
-        job = TuneJob(url, name, trials, req, c.dims, c.seeds, select, handle.run_id, c.experiment, c.name)
-        job.warmup_epochs = max(1, -(-c.plan.resolved.settings.epochs // 3))  # the first third of each run
+        warmup = max(1, -(-c.plan.resolved.settings.epochs // 3))  # the pruner spares the first third of each run
+        job = TuneJob(
+            url, name, trials, req, c.dims, c.seeds, select, handle.run_id, c.experiment, c.name, warmup_epochs=warmup
+        )
         try:
             logs = _run_workers(job, n, flat.get("device", "auto"), console)
             status = "FINISHED"
@@ -173,12 +164,6 @@ def _exists(tracker: Any, run_id: str) -> bool:
         return True
     except Hw3Error:
         return False
-
-
-def _safe_url(url: str) -> str:
-    from runner.tune.study import _safe
-
-    return _safe(url)
 
 
 def _report(tracker: Any, parent_id: str, study: str, select: str, console: Console) -> reality.RealityCheck | None:

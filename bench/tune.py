@@ -39,16 +39,16 @@ PRESETS = {
     ],
 }  # fmt: skip
 # The source-only run a preset's {source_run} names: trained once in the bench's folder, then reused.
-SOURCE_RUNS = {"adda-mnistm-syndigits": ["baseline", "--pair", "mnistm:syndigits", "--seed", "0"]}
+SOURCE_RUNS = {"adda-mnistm-syndigits": ("baseline", "mnistm:syndigits", 0)}  # method, pair, seed
 
 
-def source_run(where: Path, run_args: list[str]) -> str:
-    """The ID of the newest finished run of `hw3 run *run_args` in `where`'s mlflow.db, after
-    making it when there is none."""
+def source_run(where: Path, method: str, pair: str, seed: int) -> str:
+    """The ID of the newest finished `hw3 run METHOD --pair PAIR --seed SEED` in `where`'s
+    mlflow.db, after making it when there is none."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{where.resolve() / 'mlflow.db'}")
-    method, pair, seed = run_args[0], run_args[2], run_args[4]
+    run_args = [method, "--pair", pair, "--seed", str(seed)]
 
     def find() -> str:
         query = f"params.method = '{method}' and params.pair = '{pair}' and params.seed = '{seed}'"
@@ -76,7 +76,7 @@ def main() -> None:
     where.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not opts.args and opts.preset in SOURCE_RUNS:
-        run_id = source_run(where, SOURCE_RUNS[opts.preset])
+        run_id = source_run(where, *SOURCE_RUNS[opts.preset])
         args = [a.format(source_run=run_id) for a in args]
     cmd = [sys.executable, "-m", "runner", "tune", *args]
     print("in", where, ":", "hw3 tune", " ".join(args), flush=True)

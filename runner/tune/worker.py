@@ -222,9 +222,7 @@ def run_worker(
     """`work`, its unexpected errors (the database went away mid-study) as one line."""
     try:
         return work(job, console or Console(soft_wrap=True), should_stop)
-    except Hw3Error:
-        raise
-    except (KeyboardInterrupt, RunInterrupted):
+    except Hw3Error:  # RunInterrupted and RunFailed among them; KeyboardInterrupt is no Exception
         raise
     except Exception as exc:  # the database went away mid-study, say
         raise Hw3Error(

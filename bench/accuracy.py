@@ -32,7 +32,9 @@ ROWS = [
     ("DANN", "dann", []),
     ("ADDA", "adda", []),
     ("self-ensembling", "selfens", []),
+    ("AdaMatch", "adamatch", []),
     ("target only", "baseline", [("train_on", "target")]),
+    ("target only (AdaMatch's recipe)", "adamatch", [("labels", "target")]),
 ]
 
 
@@ -47,7 +49,7 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default="mnist:mnistm,syndigits:mnistm,mnistm:syndigits")
-    parser.add_argument("--methods", default="", help="comma-separated subset of baseline,dann,adda,selfens")
+    parser.add_argument("--methods", default="", help="comma-separated subset of baseline,dann,adda,selfens,adamatch")
     parser.add_argument("--rows", default="", help='comma-separated subset of the rows, such as "source only,DANN"')
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every run (as hw3 run --set)")

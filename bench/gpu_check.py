@@ -27,7 +27,7 @@ TARGET_STEP_MS = 1.0  # DANN's MNIST-sized training step at batch 64, as a defau
 TARGET_QUICK_S = 15.0  # `hw3 run dann`: 30 epochs on embedded mnist:mnistm, wall clock
 TARGET_REPORT_S = 600.0  # the whole default `hw3 reproduce --workers auto`
 
-NETS = ("dann-mnist", "dann-svhn", "dcgan-64")  # bench/steps.py's names
+NETS = ("dann-mnist", "dann-svhn", "dcgan-64", "adamatch-mnist")  # bench/steps.py's names
 # The stages in the order they run (report_all: the rest of the whole report, when it fits).
 ORDER = ("data", "steps", "graphs", "syndigits_dann", "quick", "quick_graphs", "report", "report_all")
 STAGES = ("steps", "graphs", "syndigits_dann", "quick", "quick_graphs", "report")  # what --skip takes

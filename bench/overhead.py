@@ -32,7 +32,7 @@ from runner.plugins import get_manager
 from runner.prepare import load_domains, make_context
 from runner.sinks import NullSink
 
-METHODS = ("baseline", "dann", "adda", "selfens", "gan", "acgan")
+METHODS = ("baseline", "dann", "adda", "selfens", "adamatch", "gan", "acgan")
 # Measured on main e05d66e by the GPU issue (#25) with the same protocol: (aten ops, host reads) per step.
 BEFORE = {
     "baseline": (344, 18),

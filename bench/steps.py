@@ -46,6 +46,7 @@ from runner.seeding import seed_everything
 NETS: dict[str, tuple[str, dict[str, Any], list[tuple[str, Any]]]] = {
     "dann-mnist": ("dann", {"pair": "mnist:mnistm"}, []),
     "dann-svhn": ("dann", {"pair": "syndigits:mnistm"}, [("train_subset", 2000)]),
+    "adamatch-mnist": ("adamatch", {"pair": "mnist:mnistm"}, []),
     "dcgan-28": ("gan", {"dataset": "mnist"}, []),
     "dcgan-32": ("gan", {"dataset": "mnist"}, [("image_size", 32)]),
     "dcgan-64": ("gan", {"dataset": "mnist"}, [("image_size", 64)]),

@@ -15,7 +15,7 @@ from runner.hookspecs import PLUGIN_API_VERSION, hookimpl
 from runner.lazy import lazy_exports
 from runner.method import Method, ReportRow
 from runner.settings import option
-from runner.validator import ValidationData, Validator
+from runner.validator import Candidate, StudyValidator, ValidationData, Validator
 from runner.version import __version__
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ __all__ = [
     "PLUGIN_API_VERSION",
     "AdaptMethod",
     "Batch",
+    "Candidate",
     "ConfigError",
     "DataContext",
     "DataError",
@@ -35,6 +36,7 @@ __all__ = [
     "ReportRow",
     "RunContext",
     "Split",
+    "StudyValidator",
     "ValidationData",
     "Validator",
     "__version__",

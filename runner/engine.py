@@ -309,6 +309,8 @@ class _Loop:
                 self.sink.log_figure(fig, f"figures/{name}")
             for name, table in method.tables(ctx).items():
                 self.sink.log_table(table, f"tables/{name}.json")
+            for path, data in method.artifacts(ctx).items():
+                self.sink.log_bytes(data, path)
             model = method.inference_model()
             if model is not None:
                 self.sink.log_model(model, method.inference_example(ctx), step=ctx.epoch)

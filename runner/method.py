@@ -115,6 +115,12 @@ class Method(ABC, Generic[C]):
         as `tables/NAME.json` (MLflow's table layout), such as per-class accuracy by epoch."""
         return {}
 
+    def artifacts(self, ctx: RunContext) -> dict[str, bytes]:
+        """Files at the end of a run, keyed by their path among the run's artifacts, as bytes: what
+        other code reads back from a run (an adaptation run's target validation predictions, which
+        `hw3 tune` ensembles across trials). Written once; a resumed run writes them again whole."""
+        return {}
+
     def images(self, ctx: RunContext) -> dict[str, Any]:
         """Pictures after every epoch, keyed by name: uint8 (H, W, 3) arrays logged as an image
         series stepped by epoch (MLflow shows a slider), such as a GAN's fixed-noise grid."""

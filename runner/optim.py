@@ -21,11 +21,13 @@ def make_optimizer(
     weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.999),
     momentum: float = 0.9,
+    nesterov: bool = False,
 ) -> torch.optim.Optimizer:
     """`name`'s optimizer over `params`: "adam" (L2 weight decay added to the gradient), "adamw"
-    (decoupled weight decay) or "sgd" with `momentum`; `betas` are Adam's. In its fused form where
-    the parameters' device has one (the CPU and CUDA): one kernel for all parameters, and no
-    read of each parameter's step counter back to the host, as the plain form makes every step."""
+    (decoupled weight decay) or "sgd" with `momentum` (Nesterov's with `nesterov`); `betas` are
+    Adam's. In its fused form where the parameters' device has one (the CPU and CUDA): one kernel
+    for all parameters, and no read of each parameter's step counter back to the host, as the
+    plain form makes every step."""
     params = list(params)
     fused = {"fused": True} if _fusable(params) else {}
     if name == "adam":
@@ -33,7 +35,7 @@ def make_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **fused)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, **fused)
     raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 

@@ -75,6 +75,11 @@ TRIAL_RUNS = "hw3.runs"  # a trial's MLflow runs, one per seed
 TRIAL_RETRY_OF = "hw3.retry_of"  # on a trial queued again after Ctrl-C stopped the one it repeats
 TRIAL_WORKER = "hw3.worker"  # HOST:PID of the process that runs (or ran) a trial
 
+# -- artifacts other hw3 code reads back from a run ------------------------------------------------
+# An adaptation run's target validation predictions at every evaluated epoch (softmax, float16),
+# which a study-level validator (EnsV) ensembles across epochs and across a study's trials.
+TARGET_VAL_PREDICTIONS = "predictions/target_val.npz"
+
 # -- what a logged model's weights/spec.json says it is --------------------------------------------
 CLASSIFIER_SPEC = "hw3.digit_classifier"
 SAMPLER_SPEC = "hw3.sampler"

@@ -29,6 +29,8 @@ class Sink(Protocol):
 
     def log_table(self, table: dict[str, Any], path: str) -> None: ...
 
+    def log_bytes(self, data: bytes, path: str) -> None: ...
+
     def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None: ...
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
@@ -68,6 +70,9 @@ class NullSink:
     def log_table(self, table: dict[str, Any], path: str) -> None:
         pass
 
+    def log_bytes(self, data: bytes, path: str) -> None:
+        pass
+
     def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None:
         pass
 
@@ -88,6 +93,7 @@ class MemorySink:
     images: dict[str, list[int]] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     model: Any = None
     status: str = "RUNNING"
@@ -108,6 +114,9 @@ class MemorySink:
 
     def log_table(self, table: dict[str, Any], path: str) -> None:
         self.tables[path] = table
+
+    def log_bytes(self, data: bytes, path: str) -> None:
+        self.files[path] = data
 
     def log_model(self, model: torch.nn.Module, example: torch.Tensor, step: int = 0) -> None:
         self.model = model

@@ -314,6 +314,14 @@ class Tracker:
         if rows:
             self._call(self.client.log_table, self.run_id, pd.DataFrame(rows, columns=table["columns"]), path)
 
+    def log_bytes(self, data: bytes, path: str) -> None:
+        """A file of `data` at `path` among the run's artifacts, replacing one logged there before."""
+        folder, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            self._call(self.client.log_artifact, self.run_id, str(local), folder or None)
+
     def log_figure(self, fig: Figure, path: str) -> None:
         from runner.sinks import close_figure
 
@@ -393,6 +401,14 @@ class Tracker:
     def artifact(self, run_id: str, path: str, dst: str | None = None) -> Path:
         """A run's artifact as a local file (downloaded from a server)."""
         return Path(self._call(self.client.download_artifacts, run_id, path, dst))
+
+    def read_bytes(self, run_id: str, path: str) -> bytes | None:
+        """A run's artifact's contents, or None when the run has no file at `path`."""
+        folder, _, name = path.rpartition("/")
+        if name not in self.artifacts(run_id, folder):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return self.artifact(run_id, path, tmp).read_bytes()
 
     def artifacts(self, run_id: str, folder: str) -> list[str]:
         """The file names in a run's artifact folder."""

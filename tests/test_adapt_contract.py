@@ -37,7 +37,7 @@ def quiet(req: RunRequest):
 
 def test_built_in_adaptation_configs_share_the_classifier_settings() -> None:
     manager = get_manager()
-    for name in ("baseline", "dann", "adda", "selfens"):
+    for name in ("baseline", "dann", "adda", "selfens", "adamatch"):
         assert issubclass(manager.method(name).Config, ClassifierConfig), name
     for name in ("baseline", "dann"):  # one optimizer each, chosen by the config
         assert issubclass(manager.method(name).Config, OptimizedClassifierConfig), name

@@ -33,7 +33,7 @@ class Ops(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("method", ["baseline", "dann", "adda", "selfens", "gan", "acgan"])
+@pytest.mark.parametrize("method", ["baseline", "dann", "adda", "selfens", "adamatch", "gan", "acgan"])
 def test_a_training_step_uses_no_operation_cuda_autocast_refuses_and_reads_nothing_back(method: str) -> None:
     manager = get_manager()
     tiny = [("train_subset", 64), ("batch_size", 16), ("epochs", 1)]

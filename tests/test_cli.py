@@ -78,7 +78,10 @@ def test_show_with_the_paper_preset_names_every_difference_from_the_defaults() -
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["run", "nosuch"], "unknown method 'nosuch'; choose from: acgan, adda, baseline, dann, gan, selfens"),
+        (
+            ["run", "nosuch"],
+            "unknown method 'nosuch'; choose from: acgan, adamatch, adda, baseline, dann, gan, selfens",
+        ),
         (["run", "baselin"], "did you mean 'baseline'"),
         (
             ["run", "baseline", "--pair", "mnist:nosuch"],

@@ -234,3 +234,57 @@ def test_a_storage_url_is_shown_without_its_password() -> None:
 
     assert redact_url("postgresql://hw3:s3cret@db:5432/tune") == "postgresql://hw3:***@db:5432/tune"
     assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
+
+
+def test_a_study_chosen_by_ensv_scores_each_trial_against_those_before_it_and_again_at_the_end(
+    client, tmp_path: Path
+) -> None:
+    from runner.adapt.validators import EnsembleValidation
+    from runner.tracking import Tracker
+
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    result = invoke(*tune_args(tmp_path, "--select", "ensv", study=name))
+    assert result.exit_code == 0, result.output
+    trials = study_of(f"sqlite:///{tmp_path / 'optuna.db'}", name).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert all(not t.intermediate_values for t in trials)  # no per-epoch score: nothing to prune by
+    runs = {t.number: t.user_attrs["hw3.runs"] for t in trials}
+    tracker = Tracker()
+    # What TPE was told: each trial against the ensemble of the trials finished before it and itself.
+    assert trials[0].value == 1.0  # alone, it agrees with itself
+    for t in trials:
+        before = {n: r for n, r in runs.items() if n <= t.number}
+        assert t.value == pytest.approx(reality.candidate_scores(tracker, EnsembleValidation(), before)[t.number])
+
+    # The reality check scores every finished trial against all of them, at their last epoch.
+    final = reality.candidate_scores(tracker, EnsembleValidation(), runs)
+    exp = client.get_experiment_by_name(f"tune-{name}")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(record.TUNE) == "true")
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "tune.json", str(tmp_path))).read_text())
+    assert table["select"] == "ensv" and table["study_level"] == ["ensv"]
+    verdicts = {v["name"]: v for v in table["validators"]}
+    assert {"ensv", "reverse", "im", "oracle"} <= set(verdicts) and all(v["says"] for v in verdicts.values())
+    chosen = max(final, key=lambda n: (final[n], -n))
+    assert verdicts["ensv"]["chosen_trial"] == chosen
+    last = client.get_run(runs[chosen][0]).data.metrics["selected/last/target_acc"]
+    assert verdicts["ensv"]["chosen_target_acc"] == pytest.approx(last)
+    assert {t["number"]: t["score"]["ensv"] for t in table["trials"]} == pytest.approx(final)
+    assert "ensv (searched)" in result.output and "reverse" in result.output
+    assert (
+        "ensemble of all of"
+        in Path(client.download_artifacts(parent.info.run_id, "tune.md", str(tmp_path))).read_text()
+    )
+    again = invoke("report", "--tune", parent.info.run_id, "--out", str(tmp_path / "rep"))
+    assert again.exit_code == 0 and (tmp_path / "rep" / "tune_ensv.png").exists()
+
+
+def test_a_study_chosen_by_reverse_validation(client, tmp_path: Path) -> None:
+    name = f"s-{uuid.uuid4().hex[:8]}"
+    result = invoke(*tune_args(tmp_path, "--select", "reverse", trials=2, study=name))
+    assert result.exit_code == 0, result.output
+    trials = study_of(f"sqlite:///{tmp_path / 'optuna.db'}", name).get_trials()
+    for t in trials:
+        run = client.get_run(t.user_attrs["hw3.runs"][0])
+        assert t.value == pytest.approx(run.data.metrics["selected/reverse/score"])
+        assert t.intermediate_values  # a score each epoch: the pruner can read it
+    assert "reverse (searched)" in result.output and "ensv" in result.output

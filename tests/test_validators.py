@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from runner import ValidationData, Validator, hookimpl
+from runner import Candidate, StudyValidator, ValidationData, Validator, hookimpl, record
 from runner.adapt import Outputs
 from runner.adapt.selection import select
 from runner.adapt.validators import (
@@ -23,6 +23,7 @@ from runner.adapt.validators import (
     builtin_validators,
 )
 from runner.commands.cli import app
+from runner.errors import RunInterrupted
 from runner.plugins import get_manager, registered
 from runner.validator import check_validator
 
@@ -106,7 +107,7 @@ def test_dev_weighs_the_source_loss_towards_target_like_images() -> None:
 
 def test_the_built_ins_pass_their_own_contract_and_the_oracle_alone_reads_target_labels() -> None:
     vs = builtin_validators()
-    assert [v.name for v in vs] == ["source_val", "im", "snd", "bnm", "dev", "oracle"]
+    assert [v.name for v in vs] == ["source_val", "im", "snd", "bnm", "dev", "reverse", "ensv", "oracle"]
     assert all(check_validator(v) == "" for v in vs)
     assert [v.name for v in vs if v.uses_target_labels] == ["oracle"]
 
@@ -216,3 +217,188 @@ def test_a_misregistered_validator_is_a_plugin_error_not_a_crash() -> None:
         manager = get_manager()
         assert "source_val" in manager.validators()  # the built-in one, still there
         assert any("register an instance" in line for line in manager.problems())
+
+
+# -- validators that see a permutation of the classes: reverse (anchored) and EnsV (study-level) ----
+def tiny_domains() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(source images, source labels, target images, target labels): 300 real MNIST digits and 300
+    others in random colours (runner.testing's tiny pair), as validation splits, 3 channels each."""
+    from runner.testing import TINY_DATASETS
+
+    source, target = (spec.build(None)["train"] for spec in TINY_DATASETS)
+    return source.images.expand(-1, 3, -1, -1).contiguous(), source.labels, target.images, target.labels
+
+
+def noisy_logits(labels: torch.Tensor, wrong: float, seed: int) -> torch.Tensor:
+    """Predictions of a fair candidate: `wrong` of the labels changed to another class, each row's
+    confidence the lower the more it errs (as a worse model is less sure)."""
+    g = torch.Generator().manual_seed(seed)
+    pred = labels.clone()
+    flip = torch.rand(len(labels), generator=g) < wrong
+    pred[flip] = (pred[flip] + torch.randint(1, 10, (int(flip.sum()),), generator=g)) % 10
+    return torch.nn.functional.one_hot(pred, 10).float() * (8.0 - 10 * wrong) + 0.3 * torch.randn(
+        len(labels), 10, generator=g
+    )
+
+
+def ranks_last(scores: list[float], i: int) -> bool:
+    return all(scores[i] < s for j, s in enumerate(scores) if j != i)
+
+
+def test_ensv_and_reverse_rank_a_permuted_candidate_last_while_im_does_not() -> None:
+    from runner.adapt.validators import EnsembleValidation, ReverseValidation
+
+    xs, ys, xt, yt = tiny_domains()
+    good = [noisy_logits(yt, wrong, seed) for seed, wrong in enumerate((0.05, 0.1, 0.15, 0.2))]
+    perm = torch.tensor([3, 7, 0, 9, 1, 8, 2, 5, 6, 4])  # no class keeps its label
+    permuted = good[0][:, perm.argsort()]  # class k's column moved to perm[k]: the best candidate, relabelled
+    assert (permuted.argmax(1) == perm[good[0].argmax(1)]).all()
+    candidates = [*good, permuted]
+    p = len(candidates) - 1
+
+    def for_run(logits: torch.Tensor) -> ValidationData:
+        return ValidationData(
+            Outputs(torch.zeros(len(ys), 4), torch.zeros(len(ys), 10)),
+            ys,
+            Outputs(torch.zeros(len(yt), 4), logits),
+            None,
+            seed=0,
+            source_images=xs,
+            target_images=xt,
+        )
+
+    im = [InformationMaximization().score(data(c)) for c in candidates]
+    assert im[p] == pytest.approx(im[0], abs=1e-5)  # IM cannot tell a relabelling from the right labels
+    assert not ranks_last(im, p) and im[p] >= max(im[1:p])
+    ensv = EnsembleValidation().score_candidates([Candidate(c.softmax(1)) for c in candidates])
+    assert ranks_last(ensv, p) and ensv[p] < 0.2 and min(ensv[:p]) > 0.7
+    reverse = [ReverseValidation().score(for_run(c)) for c in candidates]
+    assert ranks_last(reverse, p) and reverse[p] < 0.2 and min(reverse[:p]) > 0.4, reverse
+    # Deterministic, from the run's seed; and no images: no score, never chosen.
+    assert ReverseValidation().score(for_run(good[1])) == reverse[1]
+    assert math.isnan(ReverseValidation().score(data(good[0])))
+
+
+def test_ensv_scores_agreement_with_the_candidates_mean_prediction() -> None:
+    from runner.adapt.validators import EnsembleValidation
+
+    a = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.3, 0.7]])
+    b = torch.tensor([[0.6, 0.4], [0.3, 0.7], [0.45, 0.55], [0.2, 0.8]])
+    c = torch.tensor([[0.1, 0.9], [0.7, 0.3], [0.6, 0.4], [0.4, 0.6]])
+    # The mean prediction's argmax: 0, 0, 1, 1; a agrees on all four, b on three, c on two.
+    assert EnsembleValidation().score_candidates([Candidate(x) for x in (a, b, c)]) == [1.0, 0.75, 0.5]
+    with pytest.raises(ValueError, match="different splits"):
+        EnsembleValidation().score_candidates([Candidate(a), Candidate(a[:3])])
+
+
+def test_selection_by_scores_computed_together_prefers_later_ties_and_skips_nan() -> None:
+    from runner.adapt.selection import select_scored
+
+    history = [{"target_acc": 0.1}, {"target_acc": 0.2}, {"target_acc": 0.3}]
+    assert select_scored(history, "ensv", [1, 2, 3], [0.9, 0.9, float("nan")]) == {
+        "selected/ensv/epoch": 2.0,
+        "selected/ensv/score": 0.9,
+        "selected/ensv/target_acc": 0.2,
+    }
+    assert select_scored(history, "ensv", [3], [float("nan")]) == {}
+
+
+class _NoCandidates(StudyValidator):
+    name = "nocand"
+
+
+class _OracleTogether(StudyValidator):
+    name = "oracle_together"
+    uses_target_labels = True
+
+    def score_candidates(self, candidates: Any) -> list[float]:
+        return [0.0 for _ in candidates]
+
+
+def test_a_study_validator_must_score_candidates_and_cannot_read_target_labels() -> None:
+    assert "does not define score_candidates" in check_validator(_NoCandidates())
+    assert "cannot use target labels" in check_validator(_OracleTogether())
+
+
+class AgreesWithLast(StudyValidator):
+    """A third party's study-level validator: each candidate's agreement with the last one."""
+
+    name = "agrees_last"
+    description = "agreement with the last candidate"
+    got: list[list[Any]] = []
+
+    def score_candidates(self, candidates: Any) -> list[float]:
+        AgreesWithLast.got.append(list(candidates))
+        last = candidates[-1].target_probs.argmax(1)
+        return [float((c.target_probs.argmax(1) == last).float().mean()) for c in candidates]
+
+
+class TogetherPlugin:
+    @hookimpl
+    def hw3_register_validators(self, register: Any) -> None:
+        register(AgreesWithLast())
+
+
+def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_among_its_epochs(client) -> None:
+    from runner.adapt.selection import decode_predictions
+    from runner.adapt.validators import EnsembleValidation
+    from runner.tracking import Tracker
+
+    AgreesWithLast.got.clear()
+    with registered(TogetherPlugin(), "together-plugin"):
+        listed = CliRunner().invoke(app, ["list"])
+        assert listed.exit_code == 0 and "agrees_last" in listed.output and "candidates together" in listed.output
+        result = CliRunner().invoke(app, ["run", "dann", *TINY])
+        assert result.exit_code == 0, result.output
+    run_id = result.output.split(" run ")[1].split()[0]
+    run = client.get_run(run_id)
+    saved = decode_predictions(Tracker().read_bytes(run_id, record.TARGET_VAL_PREDICTIONS) or b"")
+    assert saved.epochs == [1, 2] and saved.probs.dtype == "float16" and saved.probs.shape[0] == 2
+    assert saved.probs.shape[2] == 10 and abs(saved.probs.astype("float32").sum(2) - 1).max() < 1e-2
+    # The same images for every run (the held-out split is fixed): what lets a study compare runs.
+    assert len(saved.images) == 16
+
+    # EnsV among the run's epochs, from what it saved; no per-epoch value (it has none).
+    scores = EnsembleValidation().score_candidates([Candidate(torch.from_numpy(p).float()) for p in saved.probs])
+    best = max(range(2), key=lambda i: (scores[i], i))
+    m = run.data.metrics
+    assert m["selected/ensv/epoch"] == best + 1 and m["selected/ensv/score"] == pytest.approx(scores[best])
+    history = client.get_metric_history(run_id, "target_acc")
+    assert m["selected/ensv/target_acc"] == pytest.approx(sorted(history, key=lambda h: h.step)[best].value)
+    assert "validator/ensv" not in m and not client.get_metric_history(run_id, "validator/ensv")
+    assert len(client.get_metric_history(run_id, "validator/reverse")) == 2 and "selected/reverse/epoch" in m
+    # A third party's study validator: given the epochs' predictions once, at the end.
+    assert len(AgreesWithLast.got) == 1 and [c.name for c in AgreesWithLast.got[0]] == ["epoch 1", "epoch 2"]
+    assert m["selected/agrees_last/epoch"] == 2.0 and m["selected/agrees_last/score"] == 1.0
+    assert "figures/validators.png" in {a.path for a in client.list_artifacts(run_id, "figures")}
+
+    report = CliRunner().invoke(app, ["report", "--protocol", "ensv", "--out", "rep"])
+    assert report.exit_code == 0, report.output
+    assert "best ensv" in report.output and "DANN" in report.output
+
+
+def test_a_resumed_run_saves_every_epochs_predictions() -> None:
+    import io
+
+    from helpers import Recorder
+    from rich.console import Console
+
+    from runner.adapt.selection import decode_predictions
+    from runner.run import RunRequest, execute
+    from runner.tracking import Tracker
+
+    def quiet(req: RunRequest) -> Any:
+        return execute(req, Console(file=io.StringIO()))
+
+    settings = [("train_subset", "256"), ("test_subset", "200"), ("epochs", "2"), ("tsne_points", "0")]
+    whole = quiet(RunRequest("baseline", overrides=settings))
+    recorder = Recorder(interrupt_after=1)
+    with registered(recorder, name="recorder"), pytest.raises(RunInterrupted):
+        quiet(RunRequest("baseline", overrides=settings))
+    resumed = quiet(RunRequest("baseline", resume=recorder.calls[0][1]))
+    assert resumed.metrics == whole.metrics  # reverse and ensv's selections among them
+    tracker = Tracker()
+    a, b = (
+        decode_predictions(tracker.read_bytes(r.run_id, record.TARGET_VAL_PREDICTIONS) or b"") for r in (whole, resumed)
+    )
+    assert a.epochs == b.epochs == [1, 2] and (a.probs == b.probs).all() and a.images == b.images

@@ -19,7 +19,7 @@ from runner.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from runner.adapt.adabn import with_statistics_of
-    from runner.adapt.augmentation import augment
+    from runner.adapt.augmentation import augment, strong_augment
     from runner.adapt.config import ClassifierConfig, OptimizedClassifierConfig
     from runner.adapt.evaluation import (
         accuracy_metrics,
@@ -68,6 +68,7 @@ __all__ = [
     "per_class_accuracy",
     "pick_arch",
     "proxy_a_distance",
+    "strong_augment",
     "tsne",
     "update_average",
     "with_statistics_of",

@@ -3,6 +3,7 @@ logged model, its optimizer, and augmentation with a random stream of its own.""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
@@ -67,6 +68,10 @@ class AdaptMethod(Method[C]):
         # confusion matrix at the last evaluation.
         self.per_class_acc: list[list[Any]] = []
         self.confusions: dict[str, torch.Tensor] = {}
+        # The target validation split's softmax predictions (float16, on the CPU) at each evaluated
+        # epoch, by 1-based epoch: what study-level validators (EnsV) ensemble, here at the end of
+        # the run and in `hw3 tune` from the artifact it is saved as (record.TARGET_VAL_PREDICTIONS).
+        self.target_val_probs: dict[int, torch.Tensor] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
     def build_net(self, ctx: RunContext, arch: str, batch_norm: bool, dropout: float = 0.0) -> DigitClassifier:
@@ -133,6 +138,7 @@ class AdaptMethod(Method[C]):
             **super().state_dict(),
             "per_class_acc": [list(row) for row in self.per_class_acc],
             "confusions": dict(self.confusions),
+            "target_val_probs": dict(self.target_val_probs),
         }
         if self.aug_gen is not None:
             state["aug_gen"] = self.aug_gen.get_state()
@@ -151,6 +157,7 @@ class AdaptMethod(Method[C]):
         # Checkpoints written before these were saved have neither: the table starts at the resume.
         self.per_class_acc = [list(row) for row in state.pop("per_class_acc", [])]
         self.confusions = dict(state.pop("confusions", {}))
+        self.target_val_probs = dict(state.pop("target_val_probs", {}))
         super().load_state_dict(state)
 
     # -- the networks a domain's images go through -----------------------------------------------
@@ -226,6 +233,8 @@ class AdaptMethod(Method[C]):
                 if dom.val is not None and len(dom.val):  # what selection reads: never the test split
                     val[role] = self.outputs(role, dom.val, ctx)
                     out[f"{role}_val_acc"] = float((val[role].logits.argmax(1) == dom.val.labels.cpu()).float().mean())
+                    if role == "target":
+                        self.target_val_probs[ctx.epoch + 1] = val[role].logits.float().softmax(1).half()
             if self.discriminator is not None:
                 import torch
 
@@ -238,22 +247,28 @@ class AdaptMethod(Method[C]):
         return out
 
     def validate(self, ctx: RunContext, source: Outputs, target: Outputs) -> dict[str, float]:
-        """`validator/<name>` for each of the run's validators, from the validation splits' outputs;
-        only an oracle (`uses_target_labels`) is given the target's labels."""
-        from runner.validator import ValidationData
+        """`validator/<name>` for each of the run's per-epoch validators, from the validation splits'
+        outputs and images; only an oracle (`uses_target_labels`) is given the target's labels.
+        Study-level validators (`StudyValidator`) have no per-epoch score: `summarize` runs them."""
+        from runner.validator import ValidationData, is_study_level
 
-        if ctx.validators is None:
-            from runner.adapt.validators import builtin_validators
-
-            validators = {v.name: v for v in builtin_validators()}
-        else:
-            validators = ctx.validators
         dom_s, dom_t = ctx.domains["source"], ctx.domains["target"]
         assert dom_s.val is not None and dom_t.val is not None
-        blind = ValidationData(source, dom_s.val.labels.cpu(), target, None, ctx.settings.seed)
-        labelled = ValidationData(source, blind.source_labels, target, dom_t.val.labels.cpu(), ctx.settings.seed)
+        blind = ValidationData(
+            source,
+            dom_s.val.labels.cpu(),
+            target,
+            None,
+            ctx.settings.seed,
+            source_images=dom_s.val.images,
+            target_images=dom_t.val.images,
+            device=str(ctx.device),
+        )
+        labelled = dataclasses.replace(blind, target_labels=dom_t.val.labels.cpu())
         out = {}
-        for name, validator in validators.items():
+        for name, validator in self._validators(ctx).items():
+            if is_study_level(validator):
+                continue
             try:
                 value = validator.score(labelled if validator.uses_target_labels else blind)
             except Exception as exc:  # a plugin's validator: name it rather than fail inside the method
@@ -261,15 +276,71 @@ class AdaptMethod(Method[C]):
             out[f"validator/{name}"] = float(value)
         return out
 
+    @staticmethod
+    def _validators(ctx: RunContext) -> dict[str, Any]:
+        if ctx.validators is not None:
+            return ctx.validators
+        from runner.adapt.validators import builtin_validators
+
+        return {v.name: v for v in builtin_validators()}
+
+    def select_by_candidates(self, ctx: RunContext) -> dict[str, float]:
+        """`selected/<name>/...` for each study-level validator, its candidates this run's evaluated
+        epochs (their target validation predictions), scored together once at the end."""
+        from runner.adapt.selection import select_scored
+        from runner.validator import Candidate, is_study_level
+
+        epochs = sorted(self.target_val_probs)
+        if not epochs:
+            return {}
+        candidates = [Candidate(self.target_val_probs[e].float(), f"epoch {e}") for e in epochs]
+        out: dict[str, float] = {}
+        for name, validator in self._validators(ctx).items():
+            if not is_study_level(validator):
+                continue
+            try:
+                scores = validator.score_candidates(candidates)
+            except Exception as exc:
+                raise Hw3Error(f"validator '{name}' raised {type(exc).__name__}: {exc}") from exc
+            if len(scores) != len(candidates):
+                raise Hw3Error(f"validator '{name}' gave {len(scores)} scores for {len(candidates)} candidates")
+            out.update(select_scored(ctx.history, name, epochs, [float(v) for v in scores]))
+        return out
+
     def summarize(self, ctx: RunContext) -> dict[str, float]:
-        """Once at the end: the epoch each selection protocol picks (`selected/...`) and the proxy
-        A-distance between source and target test features."""
+        """Once at the end: the epoch each selection protocol picks (`selected/...`, study-level
+        validators' among the run's epochs included) and the proxy A-distance between source and
+        target test features."""
         from runner.adapt.evaluation import proxy_a_distance
         from runner.adapt.selection import select
 
         fs = self.outputs("source", ctx.domains["source"].test, ctx).features
         ft = self.outputs("target", ctx.domains["target"].test, ctx).features
-        return {**select(ctx.history), "proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed)}
+        return {
+            **select(ctx.history),
+            **self.select_by_candidates(ctx),
+            "proxy_a_distance": proxy_a_distance(fs, ft, seed=ctx.settings.seed),
+        }
+
+    def artifacts(self, ctx: RunContext) -> dict[str, bytes]:
+        """The target validation predictions of every evaluated epoch (record.TARGET_VAL_PREDICTIONS),
+        for a study to ensemble its trials by (`hw3 tune --select ensv`); none without a target
+        validation split."""
+        from runner import record
+        from runner.adapt.selection import Predictions, encode_predictions, images_fingerprint
+
+        val = ctx.domains["target"].val
+        epochs = sorted(self.target_val_probs)
+        if not epochs or val is None or len(val) != len(self.target_val_probs[epochs[-1]]):
+            return {}
+        import torch
+
+        probs = torch.stack([self.target_val_probs[e] for e in epochs]).numpy()
+        return {
+            record.TARGET_VAL_PREDICTIONS: encode_predictions(
+                Predictions(epochs, probs, images_fingerprint(val.images))
+            )
+        }
 
     def figures(self, ctx: RunContext) -> dict[str, Figure]:
         from runner.figures import confusion_figure, validators_figure

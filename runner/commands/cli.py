@@ -569,7 +569,9 @@ def tune(
         str,
         typer.Option(
             help="The validator that scores trials, without target labels (`hw3 list` shows them; oracle reads "
-            "target labels: a bound)."
+            "target labels: a bound). A study-level one (ensv) scores each trial against the ensemble of the trials "
+            "finished so far and itself, and never prunes; the reality check at the end scores every trial "
+            "against all of them again, and that table is the choice."
         ),
     ] = "im",
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds each trial averages over.")] = None,

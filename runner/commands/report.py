@@ -28,12 +28,14 @@ def protocols() -> dict[str, str]:
     """Each epoch-selection protocol a report can use, in words: the last epoch, and the best
     epoch by each registered validator (an oracle said to be one)."""
     from runner.plugins import get_manager
+    from runner.validator import is_study_level
 
     out = {LAST: LAST_HELP}
     for name, reg in get_manager().validators().items():
         v = reg.obj
         oracle = " (uses target labels: an upper bound, not a result)" if v.uses_target_labels else ""
-        out[name] = f"best {name}: {v.description}{oracle}"
+        among = " (each run's epochs scored against each other)" if is_study_level(v) else ""
+        out[name] = f"best {name}: {v.description}{oracle}{among}"
     return out
 
 

@@ -23,12 +23,15 @@ def methods_table(manager: PluginManager) -> Table:
 
 def validators_table(manager: PluginManager) -> Table:
     t = Table(title="validators (hw3 tune --select NAME, hw3 report --protocol NAME)", title_justify="left")
-    for col in ("name", "target labels", "package", "description", "from"):
+    from runner.validator import is_study_level
+
+    for col in ("name", "target labels", "scores", "package", "description", "from"):
         t.add_column(col, no_wrap=col in KEY_COLUMNS)
     for name, reg in manager.validators().items():
         v = reg.obj
         labels = "[yellow]yes: an oracle" if v.uses_target_labels else "no"
-        t.add_row(f"[bold]{name}", labels, reg.package, v.description, v.citation)
+        scores = "candidates together" if is_study_level(v) else "each epoch"
+        t.add_row(f"[bold]{name}", labels, scores, reg.package, v.description, v.citation)
     return t
 
 

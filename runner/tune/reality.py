@@ -7,6 +7,13 @@ the parents of several `hw3 tune` processes sharing the study), so `hw3 report -
 it again at any time. Each trial's figures are its runs' means over seeds; each validator
 is read at the epoch it chose (`selected/<validator>/...`). Pruned trials stopped early, so their
 scores are not comparable: they are counted, never chosen.
+
+A study-level validator (`runner.StudyValidator`, such as `ensv`) scores the trials against each
+other instead: every finished trial's runs at their last epoch, from the target validation
+predictions each run saved (`record.TARGET_VAL_PREDICTIONS`), scored together as one set of
+candidates (runs predicting the same images), a trial's score the mean over its runs, and its
+accuracy their last epoch's target test accuracy. The per-run `selected/<name>/...` such a
+validator logs (its pick among one run's epochs) is not what the table uses.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner import record
+from runner.adapt.selection import LAST
 from runner.errors import Hw3Error
 
 if TYPE_CHECKING:
     from runner.tracking import Tracker
+    from runner.validator import Validator
 
 ORACLE = "oracle"
 # A validator whose choice lands this many points or more below the oracle's, below the defaults,
@@ -40,6 +49,7 @@ class TrialRow:
     pruned: bool = False
     score: dict[str, float] = field(default_factory=dict)
     acc: dict[str, float] = field(default_factory=dict)
+    last_acc: float | None = None  # target test accuracy at the last epoch, mean over its runs
 
 
 @dataclass
@@ -78,6 +88,7 @@ class RealityCheck:
     verdicts: list[Verdict]
     oracle_acc: float | None
     best_acc: float | None  # the best target test accuracy of any finished trial, in hindsight
+    study_level: list[str] = field(default_factory=list)  # validators that scored the trials together
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -116,8 +127,68 @@ def trial_rows(tracker: Tracker, study: str) -> list[TrialRow]:
             if all(s is not None for s in scores) and all(a is not None for a in accs):
                 row.score[name] = statistics.fmean(scores)  # type: ignore[arg-type]
                 row.acc[name] = statistics.fmean(accs)  # type: ignore[arg-type]
+        last = [r.data.metrics.get(f"selected/{LAST}/target_acc", r.data.metrics.get("target_acc")) for r in group]
+        if all(a is not None for a in last):
+            row.last_acc = statistics.fmean(last)  # type: ignore[arg-type]
         rows.append(row)
     return rows
+
+
+def candidate_scores(
+    tracker: Tracker, validator: Validator, runs: dict[int, list[str]], *, skip_unreadable: bool = False
+) -> dict[int, float]:
+    """Each trial's score by a study-level validator, its candidates the last epoch of every run in
+    `runs` (trial number -> its run IDs) that saved target validation predictions: runs predicting
+    the same images are scored together, and a trial's score is the mean over its runs. A trial
+    none of whose runs saved predictions is left out; with `skip_unreadable`, so is a run this
+    MLflow store does not hold (a worker on another machine, its own store)."""
+    import torch
+
+    from runner.adapt.selection import decode_predictions
+    from runner.errors import Hw3Error
+    from runner.validator import Candidate
+
+    by_images: dict[str, list[tuple[int, Candidate]]] = defaultdict(list)
+    for number, ids in sorted(runs.items()):
+        for run_id in ids:
+            try:
+                data = tracker.read_bytes(run_id, record.TARGET_VAL_PREDICTIONS)
+            except Hw3Error:
+                if not skip_unreadable:
+                    raise
+                continue
+            if data is None:
+                continue
+            p = decode_predictions(data)
+            by_images[p.images].append((number, Candidate(torch.from_numpy(p.last()), f"trial {number} run {run_id}")))
+    per_trial: dict[int, list[float]] = defaultdict(list)
+    for group in by_images.values():
+        try:
+            scores = validator.score_candidates([c for _, c in group])
+        except Exception as exc:  # a plugin's validator: name it
+            raise Hw3Error(f"validator '{validator.name}' raised {type(exc).__name__}: {exc}") from exc
+        for (number, _), value in zip(group, scores, strict=True):
+            per_trial[number].append(float(value))
+    return {n: statistics.fmean(v) for n, v in per_trial.items()}
+
+
+def score_together(tracker: Tracker, trials: list[TrialRow], validators: dict[str, Validator]) -> list[str]:
+    """Replace, in `trials`, each study-level validator's per-run figures by its score of every
+    finished trial against the others (its accuracy: the trial's last epoch's); returns their names."""
+    from runner.validator import is_study_level
+
+    names = [name for name, v in validators.items() if is_study_level(v)]
+    done = {t.number: t for t in trials if not t.pruned}
+    for name in names:
+        for t in trials:
+            t.score.pop(name, None)
+            t.acc.pop(name, None)
+        scores = candidate_scores(tracker, validators[name], {n: t.runs for n, t in done.items()})
+        for number, value in scores.items():
+            t = done[number]
+            if t.last_acc is not None:
+                t.score[name], t.acc[name] = value, t.last_acc
+    return names
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:
@@ -128,9 +199,12 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def check(parent_run_id: str, select: str, trials: list[TrialRow], order: list[str]) -> RealityCheck:
+def check(
+    parent_run_id: str, select: str, trials: list[TrialRow], order: list[str], study_level: list[str] | None = None
+) -> RealityCheck:
     """Each validator's choice among the finished trials, against the oracle's; `order` lists the
-    validators first in the order given (the registered ones), then any others the runs logged."""
+    validators first in the order given (the registered ones), then any others the runs logged;
+    `study_level` names those `score_together` scored."""
     done = [t for t in trials if not t.pruned]
     logged = {name for t in done for name in t.score}
     names = [n for n in order if n in logged] + sorted(logged - set(order))
@@ -148,7 +222,8 @@ def check(parent_run_id: str, select: str, trials: list[TrialRow], order: list[s
         d_acc = defaults.acc.get(name) if defaults else None
         verdicts.append(Verdict(name, name == ORACLE, pick, acc, d_acc, rho, gap))
     best = max((max(t.acc.values()) for t in done if t.acc), default=None)
-    return RealityCheck(parent_run_id, select, names, trials, verdicts, oracle_acc, best)
+    together = [n for n in names if n in (study_level or [])]
+    return RealityCheck(parent_run_id, select, names, trials, verdicts, oracle_acc, best, together)
 
 
 def _best(trials: list[TrialRow], name: str) -> TrialRow | None:
@@ -163,9 +238,16 @@ def build(tracker: Tracker, parent_run_id: str) -> RealityCheck:
         raise Hw3Error(
             f"--tune {parent_run_id}: that run is not a hw3 tune's parent run (its trials' runs sit under one)"
         )
-    from runner.plugins import get_manager
-
     trials = trial_rows(tracker, parent.data.tags.get(record.STUDY, ""))
     if not trials:
         raise Hw3Error(f"--tune {parent_run_id}: no finished trial runs under it yet")
-    return check(parent_run_id, parent.data.tags.get(record.SELECT, ""), trials, list(get_manager().validators()))
+    return check_study(tracker, parent_run_id, parent.data.tags.get(record.SELECT, ""), trials)
+
+
+def check_study(tracker: Tracker, parent_run_id: str, select: str, trials: list[TrialRow]) -> RealityCheck:
+    """`check` over the registered validators, the study-level ones scoring the trials together."""
+    from runner.plugins import get_manager
+
+    validators = {name: reg.obj for name, reg in get_manager().validators().items()}
+    together = score_together(tracker, trials, validators)
+    return check(parent_run_id, select, trials, list(validators), together)

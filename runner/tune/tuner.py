@@ -168,12 +168,10 @@ def _exists(tracker: Any, run_id: str) -> bool:
 
 def _report(tracker: Any, parent_id: str, study: str, select: str, console: Console) -> reality.RealityCheck | None:
     """The reality check logged on the parent run: metrics, tune.md, tune.json and a scatter per validator."""
-    from runner.plugins import get_manager
-
     trials = reality.trial_rows(tracker, study)
     if not trials:
         return None
-    rc = reality.check(parent_id, select, trials, list(get_manager().validators()))
+    rc = reality.check_study(tracker, parent_id, select, trials)  # a study-level --select: recomputed over all
     tracker.log_metrics(views.metrics(rc), len(rc.finished))
     tracker.log_text(views.markdown(rc), "tune.md")
     tracker.log_text(json.dumps(views.as_json(rc), indent=2), "tune.json")

@@ -66,11 +66,21 @@ def headline(rc: RealityCheck) -> str:
     )
 
 
+def _together(rc: RealityCheck) -> str:
+    if not rc.study_level:
+        return ""
+    names = ", ".join(rc.study_level)
+    return (
+        f" {names} scored every finished trial's last epoch against the ensemble of all of them (while searching, "
+        "TPE was told each trial's score against the trials finished before it; this table is the choice)."
+    )
+
+
 def rich_table(rc: RealityCheck) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=headline(rc), title_justify="left")
+    t = Table(title=headline(rc), title_justify="left", caption=_together(rc).strip() or None, caption_justify="left")
     for i, col in enumerate(COLUMNS):
         t.add_column(col, justify="left" if i in (0, len(COLUMNS) - 1) else "right", no_wrap=i == 0)
     for v in rc.verdicts:
@@ -87,7 +97,7 @@ def markdown(rc: RealityCheck) -> str:
         "",
         headline(rc) + ". Each validator chooses among the finished trials by its own score, read at the epoch it "
         "picks; the oracle reads target validation labels. Spearman: rank correlation of the validator's score with "
-        "target test accuracy over the finished trials.",
+        "target test accuracy over the finished trials." + _together(rc),
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
@@ -113,6 +123,7 @@ def as_json(rc: RealityCheck) -> dict[str, Any]:
     return {
         "parent_run_id": rc.parent_run_id,
         "select": rc.select,
+        "study_level": rc.study_level,
         "oracle_target_acc": rc.oracle_acc,
         "best_target_acc": rc.best_acc,
         "validators": [

@@ -133,7 +133,9 @@ def _surplus(trial: optuna.Trial, wanted: int) -> bool:
 def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerLog, current: list[Any]) -> float:
     import optuna
 
+    from runner.plugins import get_manager
     from runner.run import execute
+    from runner.validator import is_study_level
 
     if _surplus(trial, job.trials):
         trial.set_user_attr(ATTR_SURPLUS, True)
@@ -146,6 +148,7 @@ def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerL
     shown = " ".join(f"{k}={_short(v)}" for k, v in values.items())
     if not job.quiet:
         console.print(f"[bold]{label}[/]: {escape(shown)}", highlight=False)
+    together = is_study_level(get_manager().validator(job.select, "--select"))
     scores, runs = [], []
     for i, seed in enumerate(job.seeds):
         overrides = [(k, as_override(v)) for k, v in values.items()] + [("seed", seed)]
@@ -176,19 +179,43 @@ def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerL
             log.pruned += 1
             _say(console, log, f"{label} pruned after epoch {len(result.history)} ({escape(shown)})")
             raise optuna.TrialPruned()
+        if together:
+            continue  # scored with the study's other trials, below
         score = result.metrics.get(f"selected/{job.select}/score")
         if score is None or score != score:
             raise RunFailed(f"run {result.run_id} logged no score of validator '{job.select}'")
         scores.append(score)
+    value = _score_together(trial, job.select, runs) if together else statistics.fmean(scores)
     log.ran += 1
-    value = statistics.fmean(scores)
     _say(console, log, f"{label} done: {job.select} {value:.4g} ({escape(shown)})  runs {', '.join(runs)}")
+    return value
+
+
+def _score_together(trial: optuna.Trial, select: str, runs: list[str]) -> float:
+    """A study-level validator's score of this trial against the ensemble of the trials finished so
+    far and itself (their runs' last epochs): what TPE is told. The reality check at the end scores
+    every finished trial against all of them again; its table, not this value, is the choice."""
+    from optuna.trial import TrialState
+
+    from runner.plugins import get_manager
+    from runner.tracking import Tracker
+    from runner.tune.reality import candidate_scores
+
+    done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    candidates = {t.number: list(t.user_attrs.get(ATTR_RUNS, [])) for t in done if t.number != trial.number}
+    candidates[trial.number] = runs
+    validator = get_manager().validator(select, "--select")
+    # Trials of other workers whose runs this MLflow store does not hold are left out.
+    value = candidate_scores(Tracker(), validator, candidates, skip_unreadable=True).get(trial.number)
+    if value is None or value != value:
+        raise RunFailed(f"runs {', '.join(runs)} saved no target validation predictions for validator '{select}'")
     return value
 
 
 def _pruner(trial: optuna.Trial, seed_index: int, select: str) -> Callable[[RunContext, dict[str, float]], str]:
     """After each epoch: report the validator's best score so far (what the trial's value will be),
-    and end the run when the pruner says so."""
+    and end the run when the pruner says so. A study-level validator has no per-epoch score, so
+    nothing is reported and its trials are never pruned."""
     key = f"validator/{select}"
     best = float("-inf")
 

@@ -7,6 +7,7 @@ Run it on idle cores, one at a time.
     python bench/tune.py                                   # DANN on mnist:mnistm, 24 trials, 2 workers
     python bench/tune.py --preset syndigits                # DANN on syndigits:mnistm, 6 trials
     python bench/tune.py --preset adda-mnistm-syndigits    # ADDA's adaptation stage on mnistm:syndigits
+    python bench/tune.py --preset adamatch                 # AdaMatch on mnist:mnistm, 8 trials, by EnsV
     python bench/tune.py --dir runs/t1 -- dann --space lr=1e-4..1e-2:log --trials 4   # any hw3 tune arguments
 """
 
@@ -30,12 +31,17 @@ PRESETS = {
         "dann", "--pair", "syndigits:mnistm", "--space", "lr=1e-4..1e-2:log", "--space", "dropout=0..0.7",
         "--space", "grl_weight=0.1..1", "--trials", "6", "--select", "im", "--workers", "2",
     ],
+    # AdaMatch's second study on mnist:mnistm (its defaults' dropout, lr and target_weight), by EnsV.
+    "adamatch": [
+        "adamatch", "--space", "dropout=0..0.6", "--space", "lr=5e-4..5e-3:log", "--space", "target_weight=1..10:log",
+        "--trials", "8", "--select", "ensv", "--workers", "2", "--set", "tsne_points=0",
+    ],
     # Each trial adapts one source-only model (seed 0) for 5 epochs, ADDA's adaptation stage at its
     # SVHN-sized defaults, rather than pretraining again: about 7 minutes a trial, not 12.
     "adda-mnistm-syndigits": [
         "adda", "--pair", "mnistm:syndigits", "--set", "source_run={source_run}", "--set", "epochs=5",
         "--space", "lr_target=2e-5..1e-3:log", "--space", "lr_disc=2e-5..1e-3:log", "--space", "im_weight=0..1",
-        "--trials", "12", "--select", "im", "--workers", "2",
+        "--trials", "12", "--select", "ensv", "--workers", "2",
     ],
 }  # fmt: skip
 # The source-only run a preset's {source_run} names: trained once in the bench's folder, then reused.

@@ -8,6 +8,7 @@ Run it on idle cores, one at a time.
     python bench/tune.py --preset syndigits                # DANN on syndigits:mnistm, 6 trials
     python bench/tune.py --preset adda-mnistm-syndigits    # ADDA's adaptation stage on mnistm:syndigits
     python bench/tune.py --preset adamatch                 # AdaMatch on mnist:mnistm, 8 trials, by EnsV
+    python bench/tune.py --preset adamatch-syndigits       # AdaMatch on syndigits:mnistm, 6 trials, by EnsV
     python bench/tune.py --dir runs/t1 -- dann --space lr=1e-4..1e-2:log --trials 4   # any hw3 tune arguments
 """
 
@@ -35,6 +36,13 @@ PRESETS = {
     "adamatch": [
         "adamatch", "--space", "dropout=0..0.6", "--space", "lr=5e-4..5e-3:log", "--space", "target_weight=1..10:log",
         "--trials", "8", "--select", "ensv", "--workers", "2", "--set", "tsne_points=0",
+    ],
+    # The same search on syndigits:mnistm at half the epochs (its 30-epoch run plateaus from epoch
+    # 18): trial 0 is the pair's defaults.
+    "adamatch-syndigits": [
+        "adamatch", "--pair", "syndigits:mnistm", "--set", "epochs=15",
+        "--space", "dropout=0..0.6", "--space", "lr=5e-4..5e-3:log", "--space", "target_weight=1..10:log",
+        "--trials", "6", "--select", "ensv", "--workers", "2", "--set", "tsne_points=0",
     ],
     # Each trial adapts one source-only model (seed 0) for 5 epochs, ADDA's adaptation stage at its
     # SVHN-sized defaults, rather than pretraining again: about 7 minutes a trial, not 12.

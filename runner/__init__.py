@@ -15,7 +15,7 @@ from runner.hookspecs import PLUGIN_API_VERSION, hookimpl
 from runner.lazy import lazy_exports
 from runner.method import Method, ReportRow
 from runner.settings import option
-from runner.validator import Candidate, StudyValidator, ValidationData, Validator
+from runner.validator import Candidate, Outputs, StudyValidator, ValidationData, Validator
 from runner.version import __version__
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "Hw3Error",
     "Method",
+    "Outputs",
     "ReportRow",
     "RunContext",
     "Split",

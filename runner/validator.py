@@ -23,17 +23,23 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     import torch
-
-    from runner.adapt.method import Outputs
 
 # Validator names are parts of metric names (`validator/<name>`, `selected/<name>/...`), and
 # `last` is the selection of the last epoch.
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 RESERVED = frozenset({"last"})
+
+
+class Outputs(NamedTuple):
+    """A split's images through one domain's networks, on the CPU: the features the label head
+    sees and its logits."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
 
 
 @dataclass(frozen=True)

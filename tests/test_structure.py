@@ -2,8 +2,9 @@
 `plugins` package (built-ins import the core as a third party does, through its public modules
 alone), the core's modules import each other without cycles, and each imports only its own
 layer and those below it: kernel < toolkits (runner.adapt, runner.generate) < run machinery <
-commands. Imports inside functions count; those only for type checkers (under
-`if TYPE_CHECKING:`) do not. Every `hw3.*` tag and param name is spelled in runner/record.py alone."""
+commands. Imports inside functions count, and so do those only for type checkers (under
+`if TYPE_CHECKING:`): a type is a dependency too, and the public packages' lazy exports are
+imported from there at run time. Every `hw3.*` tag and param name is spelled in runner/record.py alone."""
 
 from __future__ import annotations
 
@@ -24,36 +25,83 @@ def core_modules() -> dict[str, Path]:
     return mods
 
 
-def runtime_imports(tree: ast.AST) -> list[str]:
-    """Modules an AST imports when it runs: `from a.b import c` counts a.b and a.b.c."""
-    found: list[str] = []
+def _imports(tree: ast.AST, skip_type_checking: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """Every absolute import statement in a tree, those inside functions and under
+    `if TYPE_CHECKING:` too (unless `skip_type_checking`)."""
+    found: list[ast.Import | ast.ImportFrom] = []
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if skip_type_checking and isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 for other in child.orelse:
                     visit(other)
                 continue
-            if isinstance(child, ast.Import):
-                found.extend(alias.name for alias in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
-                found.append(child.module)
-                found.extend(f"{child.module}.{alias.name}" for alias in child.names)
+            if isinstance(child, ast.Import) or (isinstance(child, ast.ImportFrom) and child.level == 0):
+                found.append(child)
             visit(child)
 
     visit(tree)
     return found
 
 
+def spelled_imports(tree: ast.AST) -> list[str]:
+    """The modules an AST names in its imports: `from a.b import c` counts a.b and a.b.c."""
+    found: list[str] = []
+    for node in _imports(tree):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif node.module:
+            found.append(node.module)
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def facade_exports() -> dict[str, dict[str, str]]:
+    """For each package of the core, where each name its `__init__` imports comes from. A public
+    package re-exports lazily (runner/lazy.py reads the imports under `if TYPE_CHECKING:` and
+    imports a name's module when it is first asked for), so `from runner.adapt import Outputs`
+    depends on the module that defines `Outputs`, not on everything the package exports."""
+    out: dict[str, dict[str, str]] = {}
+    for name, path in core_modules().items():
+        if path.name == "__init__.py":
+            tree = ast.parse(path.read_text(), str(path))
+            out[name] = {
+                alias.asname or alias.name: node.module
+                for node in _imports(tree)
+                if isinstance(node, ast.ImportFrom) and node.module
+                for alias in node.names
+            }
+    return out
+
+
+def module_imports(name: str, tree: ast.AST, mods: dict[str, Path], facades: dict[str, dict[str, str]]) -> set[str]:
+    """The core modules a module depends on, type-only imports included; names taken from a
+    package resolve to the module that defines them. A package's own lazy re-exports are not
+    dependencies of the package (they are its importers')."""
+    found: set[str] = set()
+    for node in _imports(tree, skip_type_checking=name in facades):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+            continue
+        package = node.module or ""
+        for alias in node.names:
+            submodule = f"{package}.{alias.name}"
+            if submodule in mods:
+                found.add(submodule)
+            else:
+                found.add(facades.get(package, {}).get(alias.name, package))
+    return {m for m in found if m in mods and m != name} | {m for m in found if m.split(".")[0] == "plugins"}
+
+
 def import_graph() -> tuple[dict[str, set[str]], list[str]]:
-    mods = core_modules()
+    mods, facades = core_modules(), facade_exports()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     plugin_imports = []
     for name, path in mods.items():
-        for target in runtime_imports(ast.parse(path.read_text(), str(path))):
-            if target == "plugins" or target.startswith("plugins."):
+        for target in sorted(module_imports(name, ast.parse(path.read_text(), str(path)), mods, facades)):
+            if target.split(".")[0] == "plugins":
                 plugin_imports.append(f"{path.relative_to(ROOT)} imports {target}")
-            if target in mods and target != name:
+            else:
                 graph[name].add(target)
     return graph, plugin_imports
 
@@ -141,7 +189,7 @@ def non_public_imports(root: Path) -> list[str]:
     mods = core_modules()
     found = []
     for path in sorted(root.rglob("*.py")):
-        for target in runtime_imports(ast.parse(path.read_text(), str(path))):
+        for target in spelled_imports(ast.parse(path.read_text(), str(path))):
             if target in mods and target not in PUBLIC and target.rsplit(".", 1)[0] not in PUBLIC - {"runner"}:
                 found.append(f"{path.relative_to(ROOT)} imports {target}")
     return found
@@ -190,4 +238,18 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         "import runner.x\nfrom runner.y import z\nif TYPE_CHECKING:\n    import runner.hidden\n"
         "def f():\n    from plugins.methods import dann\n"
     )
-    assert runtime_imports(tree) == ["runner.x", "runner.y", "runner.y.z", "plugins.methods", "plugins.methods.dann"]
+    assert spelled_imports(tree) == [
+        "runner.x", "runner.y", "runner.y.z", "runner.hidden", "plugins.methods", "plugins.methods.dann",
+    ]  # fmt: skip
+
+
+def test_a_type_only_import_that_breaks_a_layer_rule_is_caught() -> None:
+    mods = core_modules()
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from runner.adapt import AdaptMethod\n")
+    found = module_imports("runner.validator", tree, mods, facade_exports())
+    assert found == {"runner.adapt.method"}  # through the package's lazy export, to the defining module
+    graph = {m: set() for m in mods} | {"runner.validator": found}
+    assert layer_violations(graph) == ["runner.validator (kernel) imports runner.adapt.method (toolkit)"]
+    # ... and a package's own lazy re-exports are not its dependencies
+    init = mods["runner"]
+    assert "runner.adapt" not in module_imports("runner", ast.parse(init.read_text()), mods, facade_exports())

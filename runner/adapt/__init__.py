@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         proxy_a_distance,
     )
     from runner.adapt.features import FeatureModel, tsne
-    from runner.adapt.method import AdaptMethod, Outputs, load_classifier
+    from runner.adapt.method import AdaptMethod, load_classifier
     from runner.adapt.networks import (
         Composed,
         DigitClassifier,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     )
     from runner.averaging import averaged_copy, update_average
     from runner.optim import make_optimizer
+    from runner.validator import Outputs
 
 __all__ = [
     "AdaptMethod",

@@ -6,11 +6,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from runner.adapt.config import ClassifierConfig
 from runner.errors import Hw3Error
 from runner.method import Method
+from runner.validator import Outputs
 
 if TYPE_CHECKING:
     import torch
@@ -24,14 +25,6 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound=ClassifierConfig)
 
 PER_CLASS_COLUMNS = ["epoch", "domain", "class", "accuracy"]
-
-
-class Outputs(NamedTuple):
-    """A split's images through one domain's networks, on the CPU: the features the label head
-    sees and its logits."""
-
-    features: torch.Tensor
-    logits: torch.Tensor
 
 
 class AdaptMethod(Method[C]):

@@ -22,7 +22,8 @@ def update_average(average: nn.Module, net: nn.Module, decay: float, buffers: bo
     """average = decay * average + (1 - decay) * net, parameter by parameter; with `buffers`,
     batch-norm statistics are copied as they are (an average of averages adds nothing)."""
     # Under no_grad the trained parameters are read as they are: no detached views (an op each).
-    mine, theirs = list(average.parameters()), list(net.parameters())
+    mine: list[torch.Tensor] = list(average.parameters())
+    theirs: list[torch.Tensor] = list(net.parameters())
     if len(mine) != len(theirs):
         raise ValueError(f"update_average: {len(mine)} parameters against {len(theirs)}")
     # One foreach kernel for the whole network, not two per parameter:

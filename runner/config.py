@@ -183,7 +183,7 @@ class SavedConfig:
         return cls(str(saved.get("method", "")), task, dict(saved.get("config", {})))
 
 
-def config_fields(method_cls: type) -> dict[str, tuple[Any, dataclasses.Field[Any], str]]:
+def config_fields(method_cls: type[Any]) -> dict[str, tuple[Any, dataclasses.Field[Any], str]]:
     """key -> (type, field, section) for the run settings and the method's Config."""
     out: dict[str, tuple[Any, dataclasses.Field[Any], str]] = {}
     for section, cls in (("run", RunSettings), ("method", method_cls.Config)):
@@ -205,7 +205,7 @@ def parse_set(items: list[str]) -> list[tuple[str, str]]:
 
 
 def resolve(
-    method_cls: type,
+    method_cls: type[Any],  # a runner.Method subclass (typed loosely: method.py's types import this module)
     registry: Registry,
     task: Task | None = None,
     *,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import torch
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from runner.config import ResolvedConfig, Task
     from runner.settings import RunSettings
     from runner.validator import Validator
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 class Labeled(NamedTuple):
@@ -122,7 +124,7 @@ class RunContext:
     def channels_last(self) -> bool:
         return self.compute.channels_last
 
-    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+    def prepare(self, module: M) -> M:
         """Move a network to the device (to channels-last, compiled or captured as CUDA graphs when
         asked). Compiling is in place: the module keeps its type, attributes and state_dict keys."""
         module = module.to(self.device)
@@ -132,7 +134,8 @@ class RunContext:
             # Steps call a network whole or by its parts (DANN: `features`, then `head`), and a
             # compiled module is only compiled where it is called, so each entry point is captured.
             # A deep copy runs uncompiled: a method prepares the copies its steps run (a teacher).
-            for part in (module, *module.children()):
+            parts: list[torch.nn.Module] = [module, *module.children()]
+            for part in parts:
                 part.compile(mode="reduce-overhead")
         elif self.settings.compile:
             module.compile()

@@ -8,10 +8,11 @@ child is an ordinary `hw3 run` nested under it, and the parent ends with the chi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,6 +23,9 @@ from runner.pool import Job, side_by_side
 from runner.record import ParentRecord
 from runner.run import RunResult, execute
 from runner.settings import SEED_MAX
+
+if TYPE_CHECKING:
+    from runner.method import Method
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -44,7 +48,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summary_keys(method_cls: type, results: Iterable[RunResult]) -> list[str]:
+def summary_keys(method_cls: type[Method[Any]], results: Iterable[RunResult]) -> list[str]:
     """The metrics a parent reports: the method's primary metric, its `summary_metrics`, and every
     `selected/...` metric (each protocol's pick) its children logged."""
     keys = [method_cls.primary_metric, *method_cls.summary_metrics]
@@ -144,7 +148,7 @@ def fan_out(
             else:
                 for n, (run, request) in enumerate(zip(out.runs, requests, strict=True), start=1):
                     console.print(f"[bold]{escape(run.child.label)}[/] ({n} of {len(out.runs)})", highlight=False)
-                    _settle(run, keep_going, console, lambda request=request: execute(request, console))
+                    _settle(run, keep_going, console, functools.partial(execute, request, console))
             out.status = handle.status = "FINISHED" if out.finished else "FAILED"
         except (RunInterrupted, KeyboardInterrupt) as exc:
             out.status = "KILLED"

@@ -21,7 +21,7 @@ An exception in a hook is pinned on the plugin whose function raised it (and its
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -42,7 +42,7 @@ PLUGIN_API_VERSION = "1"
 
 
 @hookspec
-def hw3_register_methods(register: Callable[[type[Method]], None]) -> None:
+def hw3_register_methods(register: Callable[[type[Method[Any]]], None]) -> None:
     """Register method classes: call ``register(MyMethod)`` for each subclass of `runner.Method`."""
 
 

@@ -28,14 +28,14 @@ def make_optimizer(
     Adam's. In its fused form where the parameters' device has one (the CPU and CUDA): one kernel
     for all parameters, and no read of each parameter's step counter back to the host, as the
     plain form makes every step."""
-    params = list(params)
-    fused = {"fused": True} if _fusable(params) else {}
+    groups: list[Any] = list(params)  # tensors or param groups
+    fused = {"fused": True} if _fusable(groups) else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, **fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **fused)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, **fused)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, **fused)
     raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 

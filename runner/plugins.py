@@ -33,6 +33,7 @@ from runner.version import __version__
 if TYPE_CHECKING:
     from runner.context import RunContext
     from runner.datasets import DatasetSpec, DatasetTables
+    from runner.method import Method
 
 ENTRY_POINT_GROUP = "hw3"
 BUILTIN_PACKAGE = "hw3"
@@ -258,7 +259,7 @@ class PluginManager:
             )
         return validators[name].obj
 
-    def method(self, name: str) -> type:
+    def method(self, name: str) -> type[Method[Any]]:
         methods = self.methods()
         if name not in methods:
             raise Hw3Error(f"unknown method '{name}'{choices_hint(name, list(methods))}{self._why_missing()}")

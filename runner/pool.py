@@ -114,7 +114,7 @@ class _Drain:
             self.stopped.append(exc)
             self.halt()
             return
-        outcome = future.result
+        outcome: Callable[[], RunResult] = future.result
         if isinstance(exc, BrokenProcessPool):  # a worker died (out of memory, a crash): no traceback
 
             def outcome() -> RunResult:

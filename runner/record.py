@@ -275,11 +275,11 @@ def _old_checkpoint_dir(run: Any) -> str:
     tagged = Path(run.data.tags.get(CHECKPOINT, ""))
     if tagged.name == "last.pt" and tagged.parent.name == run.info.run_id:
         return str(tagged.parent.parent)
-    return run.data.params.get("checkpoint_dir", "")
+    return str(run.data.params.get("checkpoint_dir", ""))
 
 
 def is_parent(run: Any) -> bool:
-    return run.data.tags.get(PARENT) == "true"
+    return bool(run.data.tags.get(PARENT) == "true")
 
 
 @dataclass(frozen=True)

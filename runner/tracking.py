@@ -217,7 +217,10 @@ class Tracker:
         except MlflowException as exc:
             if "already exists" not in str(exc):  # another process created it a moment ago
                 raise Hw3Error(f"MLflow at {self.uri}: {str(exc).splitlines()[0]}") from None
-            return self.client.get_experiment_by_name(name).experiment_id
+            again = self.client.get_experiment_by_name(name)
+            if again is None:
+                raise Hw3Error(f"MLflow at {self.uri}: experiment {name!r} exists and cannot be read") from None
+            return again.experiment_id
         except Hw3Error:
             raise
         except Exception as exc:
@@ -474,7 +477,7 @@ class Tracker:
                 spec_file = self.client.download_artifacts(run_id, f"{WEIGHTS}/spec.json")
                 state_file = self.client.download_artifacts(run_id, f"{WEIGHTS}/state.pt")
             except Exception:
-                spec_file = state_file = None
+                spec_file = state_file = ""
             if spec_file and state_file:
                 try:
                     model = rebuild(json.loads(Path(spec_file).read_text()))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeGuard
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +100,7 @@ class StudyValidator(Validator):
         raise NotImplementedError
 
 
-def is_study_level(validator: Any) -> bool:
+def is_study_level(validator: object) -> TypeGuard[StudyValidator]:
     """Whether `validator` scores a set of candidates (`StudyValidator`) rather than each epoch."""
     return isinstance(validator, StudyValidator)
 

@@ -114,7 +114,8 @@ class AdaptMethod(Method[C]):
             raise Hw3Error(f"method '{self.name}': call self.start_augmenting(ctx) in setup before self.aug(x)")
         from runner.adapt.augmentation import augment
 
-        return augment(x, self.aug_gen)
+        out: torch.Tensor = augment(x, self.aug_gen)
+        return out
 
     def aug_each(self, *xs: torch.Tensor) -> list[torch.Tensor]:
         """Each of `xs` augmented on its own draws, in one batched call: the same distribution as
@@ -167,7 +168,9 @@ class AdaptMethod(Method[C]):
 
     def encoder(self, role: str) -> torch.nn.Module:
         """The feature extractor for `role`; ADDA has one per domain."""
-        return self.network(role).features
+        net: Any = self.network(role)  # any classifier with `features` and `head`
+        features: torch.nn.Module = net.features
+        return features
 
     def outputs(self, role: str, split: Split, ctx: RunContext) -> Outputs:
         """`split`'s images through `role`'s encoder and head, in eval mode and evaluation
@@ -176,10 +179,11 @@ class AdaptMethod(Method[C]):
 
         from runner.adapt.evaluation import collect
 
+        net: Any = self.network(role)
         with self.evaluating():
             features = collect(self.encoder(role), split, ctx)
             with torch.no_grad():
-                logits = self.network(role).head(features.to(ctx.device)).float().cpu()
+                logits = net.head(features.to(ctx.device)).float().cpu()
         return Outputs(features, logits)
 
     @contextmanager
@@ -193,10 +197,10 @@ class AdaptMethod(Method[C]):
             self.encoder("target"),
             self.discriminator,
         ]
-        roots = [m for m in roots if m is not None]
+        live = [m for m in roots if m is not None]
         # Layer by layer: a method may hold part of a network in eval mode (ADDA's frozen source).
-        modes = {m: m.training for root in roots for m in root.modules()}
-        for root in roots:
+        modes = {m: m.training for root in live for m in root.modules()}
+        for root in live:
             root.eval()
         try:
             yield

@@ -168,7 +168,8 @@ class FromUnitRange(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The features the label head sees, for t-SNE and distances between domains."""
-        return self.net.features(x * 2.0 - 1.0)
+        net: Any = self.net  # a DigitClassifier, or any classifier with `features` and `head`
+        return net.features(x * 2.0 - 1.0)
 
 
 class _GradReverse(torch.autograd.Function):

@@ -203,7 +203,7 @@ def run(
     from runner.progress import fmt_metrics, fmt_value
     from runner.run import execute
 
-    overrides = parse_set(set_ or [])
+    overrides: list[tuple[str, Any]] = [*parse_set(set_ or [])]
     overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
     req = RunRequest(
         method,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rich.table import Table
 
 from runner.config import Registry, ResolvedConfig, config_fields, type_name
 from runner.hookspecs import PLUGIN_API_VERSION
 from runner.plugins import PluginManager
 from runner.version import __version__
+
+if TYPE_CHECKING:
+    from runner.method import Method
 
 KEY_COLUMNS = {"name", "key", "preset"}  # never truncated: they are what a user types
 
@@ -103,7 +108,9 @@ def plugins_table(manager: PluginManager) -> Table:
     return t
 
 
-def config_table(method_cls: type, resolved: ResolvedConfig, without: ResolvedConfig | None = None) -> Table:
+def config_table(
+    method_cls: type[Method[Any]], resolved: ResolvedConfig, without: ResolvedConfig | None = None
+) -> Table:
     """Every config key with its value and origin; given `without` (the config without a preset or
     --set), a column shows what each value would otherwise be, where it differs."""
     t = Table(title=f"{method_cls.name}: config keys (--set KEY=VALUE)", title_justify="left")

@@ -18,7 +18,7 @@ from runner.settings import option
 if TYPE_CHECKING:
     from runner.context import RunContext
 
-C = TypeVar("C")
+C = TypeVar("C", bound="GanConfig")
 
 
 @dataclass

@@ -7,6 +7,8 @@ tutorial's kernel 4 / stride 2 / padding 1, its BN and activations, and its widt
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,11 +29,12 @@ def layout(size: int) -> tuple[int, int]:
 def init_weights(module: nn.Module) -> None:
     """The tutorial's initialisation: conv weights N(0, 0.02), BN weights N(1, 0.02), BN bias 0."""
     name = type(module).__name__
+    m: Any = module  # a layer with `weight` (and `bias`) tensors, by its name
     if "Conv" in name:
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        nn.init.normal_(m.weight, 0.0, 0.02)
     elif "BatchNorm" in name:
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
 
 
 class Generator(nn.Module):

@@ -29,7 +29,7 @@ from runner.errors import Hw3Error
 
 if TYPE_CHECKING:
     from runner.tracking import Tracker
-    from runner.validator import Validator
+    from runner.validator import StudyValidator, Validator
 
 ORACLE = "oracle"
 # A validator whose choice lands this many points or more below the oracle's, below the defaults,
@@ -125,17 +125,17 @@ def trial_rows(tracker: Tracker, study: str) -> list[TrialRow]:
             scores = [r.data.metrics.get(f"selected/{name}/score") for r in group]
             accs = [r.data.metrics.get(f"selected/{name}/target_acc") for r in group]
             if all(s is not None for s in scores) and all(a is not None for a in accs):
-                row.score[name] = statistics.fmean(scores)  # type: ignore[arg-type]
-                row.acc[name] = statistics.fmean(accs)  # type: ignore[arg-type]
+                row.score[name] = statistics.fmean(scores)
+                row.acc[name] = statistics.fmean(accs)
         last = [r.data.metrics.get(f"selected/{LAST}/target_acc", r.data.metrics.get("target_acc")) for r in group]
         if all(a is not None for a in last):
-            row.last_acc = statistics.fmean(last)  # type: ignore[arg-type]
+            row.last_acc = statistics.fmean(last)
         rows.append(row)
     return rows
 
 
 def candidate_scores(
-    tracker: Tracker, validator: Validator, runs: dict[int, list[str]], *, skip_unreadable: bool = False
+    tracker: Tracker, validator: StudyValidator, runs: dict[int, list[str]], *, skip_unreadable: bool = False
 ) -> dict[int, float]:
     """Each trial's score by a study-level validator, its candidates the last epoch of every run in
     `runs` (trial number -> its run IDs) that saved target validation predictions: runs predicting
@@ -177,18 +177,18 @@ def score_together(tracker: Tracker, trials: list[TrialRow], validators: dict[st
     finished trial against the others (its accuracy: the trial's last epoch's); returns their names."""
     from runner.validator import is_study_level
 
-    names = [name for name, v in validators.items() if is_study_level(v)]
+    study = {name: v for name, v in validators.items() if is_study_level(v)}
     done = {t.number: t for t in trials if not t.pruned}
-    for name in names:
+    for name, validator in study.items():
         for t in trials:
             t.score.pop(name, None)
             t.acc.pop(name, None)
-        scores = candidate_scores(tracker, validators[name], {n: t.runs for n, t in done.items()})
+        scores = candidate_scores(tracker, validator, {n: t.runs for n, t in done.items()})
         for number, value in scores.items():
             t = done[number]
             if t.last_acc is not None:
                 t.score[name], t.acc[name] = value, t.last_acc
-    return names
+    return list(study)
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:

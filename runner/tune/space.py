@@ -13,6 +13,8 @@ from runner.errors import ConfigError, choices_hint
 if TYPE_CHECKING:
     import optuna
 
+    from runner.method import Method
+
 EXAMPLE = "--space lr=1e-4..1e-2:log, --space dropout=0..0.7 or --space optimizer=adam,sgd"
 
 
@@ -78,7 +80,7 @@ def as_override(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def parse_space(items: list[str], method_cls: type, method: str) -> list[Dimension]:
+def parse_space(items: list[str], method_cls: type[Method[Any]], method: str) -> list[Dimension]:
     """Each `--space` item as a `Dimension` of `method_cls`'s config, with one-line errors for a
     malformed item, an unknown key, a value the key's type does not take, or an empty range."""
     if not items:

@@ -6,6 +6,7 @@ twice or leaving one behind is in `runner.tune.study`'s docstring."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import socket
@@ -106,7 +107,7 @@ def work(job: TuneJob, console: Console, should_stop: Callable[[], bool] | None 
         current: list[optuna.Trial] = []
         try:
             study.optimize(
-                lambda trial, current=current: _objective(trial, job, console, log, current),
+                functools.partial(_objective, job=job, console=console, log=log, current=current),
                 n_trials=1,
                 catch=(RunFailed, _Surplus),
             )

@@ -62,7 +62,7 @@ class Coral(AdaptMethod[CoralConfig]):
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=ctx.total_steps)
         self.start_augmenting(ctx)  # self.aug(x) draws from its own, checkpointed random stream
 
-    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, float]:
+    def train_step(self, ctx: RunContext, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
         xs, ys = batch["source"]
         xt, _ = batch["target"]  # no target labels: the engine passes None

@@ -157,7 +157,7 @@ def throughput(epochs: int, repeats: int) -> None:
 
 
 def quality(n_real_held_out: int = 1000) -> None:
-    from runner.batches import to_unit_range
+    from runner.batches import to_network_range
     from runner.generate import features, frechet_distance, kernel_distance
     from runner.run import execute
 
@@ -185,8 +185,8 @@ def quality(n_real_held_out: int = 1000) -> None:
             # Real held-out images against the same training reference.
             train, test = ctx.domains["data"].train, ctx.domains["data"].test
             net = untrained.evaluator
-            real = features(net, to_unit_range(train.subset(5000).images), ctx.device)
-            held = features(net, to_unit_range(test.subset(n_real_held_out).images), ctx.device)
+            real = features(net, to_network_range(train.subset(5000).images), ctx.device)
+            held = features(net, to_network_range(test.subset(n_real_held_out).images), ctx.device)
             rows.append(
                 (
                     "real held-out images",

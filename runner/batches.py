@@ -31,8 +31,9 @@ def conform(split: Split, channels: int, size: int) -> Split:
     return Split(x, split.labels, split.attributes, split.attribute_names)
 
 
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], the input range of every built-in network."""
+def to_network_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the input range of every built-in network (a logged model,
+    `FromUnitRange`, takes [0, 1] and maps it on)."""
     return (images - 127.5).div_(127.5)  # two ops: the subtraction already makes floats
 
 
@@ -83,7 +84,7 @@ class BatchStream:
         start = self.pos + self.rank * self.batch_size
         idx = self.perm[start : start + self.batch_size]
         self.pos += step
-        x = to_unit_range(self.split.images[idx])
+        x = to_network_range(self.split.images[idx])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, (self.split.labels[idx] if self.labels else None)
@@ -102,4 +103,4 @@ class BatchStream:
 def batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The split in order, for evaluation."""
     for i in range(0, len(split), batch_size):
-        yield to_unit_range(split.images[i : i + batch_size]), split.labels[i : i + batch_size]
+        yield to_network_range(split.images[i : i + batch_size]), split.labels[i : i + batch_size]

@@ -5,9 +5,12 @@ the decoded-tensor cache (`runner.cache`) and the batch helpers (`runner.batches
 can write `from runner.data import load_dataset` however those are arranged inside.
 """
 
-from runner.batches import BatchStream, batches, conform, to_unit_range
+from runner.batches import BatchStream, batches, conform, to_network_range
 from runner.cache import atomic_save, cache_path, data_context, load_dataset
 from runner.datasets import DataContext, DatasetSpec, DatasetTables, Problems, Split
+
+# The old name, which said [0, 1] for a map to [-1, 1]; kept for plugins written against it.
+to_unit_range = to_network_range
 
 __all__ = [
     "BatchStream",
@@ -22,5 +25,5 @@ __all__ = [
     "conform",
     "data_context",
     "load_dataset",
-    "to_unit_range",
+    "to_network_range",
 ]

@@ -94,9 +94,18 @@ class DataContext:
     download: bool = False
     track: Callable[[Iterable[Any], int, str], Iterable[Any]] = _passthrough
     problems: Problems = field(default_factory=Problems)
+    # The registered datasets by name, where hw3 builds this context for a run or a `hw3 data` command.
+    registered: Callable[[str], DatasetSpec] | None = None
 
     def option(self, key: str, default: Any = None) -> Any:
         return self.options.get(key, default)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """The dataset registered as `name`, whichever package brings it: for a dataset built
+        from another (the example plugin's `mnist-rotated` reads `ctx.dataset("mnist")`)."""
+        if self.registered is None:
+            raise DataError(f"dataset '{name}': this data context has no registered datasets to look it up in")
+        return self.registered(name)
 
     def for_dataset(self, spec: DatasetSpec, registry_options: Mapping[str, Any] | None = None) -> DataContext:
         """This context with `spec`'s options: its defaults, then registry.toml's values."""

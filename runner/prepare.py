@@ -5,7 +5,7 @@ and nothing written anywhere (no MLflow). `make_context` is the one place a `Run
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,7 +95,7 @@ def load_domains(
     specs = {role: manager.dataset(name) for role, name in resolved.task.roles.items()}
     channels = s.channels or max(spec.channels for spec in specs.values())
     size = s.image_size or next(iter(specs.values())).size
-    dctx = data_context(data_root)
+    dctx = replace(data_context(data_root), registered=manager.dataset)
     check_writable(dctx.cache_dir, "HW3_CACHE_DIR" if os.environ.get("HW3_CACHE_DIR") else "the dataset cache")
     registry = registry or load_registry()
     domains = {}

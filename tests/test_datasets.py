@@ -316,3 +316,14 @@ def test_cache_is_rebuilt_when_a_source_file_changes(tmp_path: Path) -> None:
     assert first.images[0, 0, 0, 0] == 5 and second.images[0, 0, 0, 0] == 99
     assert len(list((tmp_path / "cache").glob("svhn-*.pt"))) == 2
     assert not list((tmp_path / "cache").glob(".*"))  # no temporary files left
+
+
+def test_a_dataset_built_from_another_looks_it_up_in_its_context(tmp_path: Path) -> None:
+    from runner.commands.data import context_for
+
+    manager = get_manager()
+    ctx = context_for(manager.dataset("mnistm"), str(tmp_path))
+    assert ctx.dataset("mnist") is manager.dataset("mnist")
+    assert ctx.for_dataset(manager.dataset("mnist")).dataset("usps") is manager.dataset("usps")  # kept
+    with pytest.raises(DataError, match="dataset 'mnist': this data context has no registered datasets"):
+        DataContext(tmp_path, tmp_path / "cache").dataset("mnist")

@@ -84,7 +84,7 @@ def test_gan_run_logs_grids_curves_quality_and_a_generator_that_samples(client, 
 def test_quality_metrics_put_real_images_far_closer_than_an_untrained_generator() -> None:
     """The feature space must tell data from noise; whether training gets close is bench/gan.py's job."""
     from plugins.methods.gan import Gan
-    from runner.data import to_unit_range
+    from runner.data import to_network_range
     from runner.generate import features
     from runner.plan import make_plan
     from runner.plugins import get_manager
@@ -97,8 +97,8 @@ def test_quality_metrics_put_real_images_far_closer_than_an_untrained_generator(
     untrained.setup(ctx)
     noise = untrained.summarize(ctx)["quality/fd"]
     data = ctx.domains["data"]
-    real = features(untrained.evaluator, to_unit_range(data.train.images), ctx.device)
-    held_out = features(untrained.evaluator, to_unit_range(data.test.images), ctx.device)
+    real = features(untrained.evaluator, to_network_range(data.train.images), ctx.device)
+    held_out = features(untrained.evaluator, to_network_range(data.test.images), ctx.device)
     assert frechet_distance(held_out, real) < 0.05 * noise
 
 

@@ -22,7 +22,7 @@ def context_for(spec: DatasetSpec, data_root: str | None, **kw: Any) -> DataCont
     """The data context a run would give `spec`: its options from registry.toml applied."""
     from dataclasses import replace
 
-    base = replace(data_context(data_root), **kw)
+    base = replace(data_context(data_root), registered=get_manager().dataset, **kw)
     return base.for_dataset(spec, load_registry().datasets.get(spec.name))
 
 

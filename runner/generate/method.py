@@ -105,7 +105,7 @@ class GenerativeMethod(Method[C]):
         self._quality_setup(ctx)
 
     def _quality_setup(self, ctx: RunContext) -> None:
-        from runner.batches import to_unit_range
+        from runner.batches import to_network_range
         from runner.cache import data_context
         from runner.generate.quality import evaluator, features
 
@@ -113,7 +113,7 @@ class GenerativeMethod(Method[C]):
         # A tuple, so the engine's checkpoint (which saves every module attribute) leaves it out.
         self.quality_net = evaluator(dom.train, dom.test, len(dom.classes), data_context().cache_dir, ctx.device)
         # Real reference for the per-epoch distance: 1,000 training images, fixed.
-        self.real_1k = features(self.evaluator, to_unit_range(dom.train.subset(1000).images), ctx.device)
+        self.real_1k = features(self.evaluator, to_network_range(dom.train.subset(1000).images), ctx.device)
 
     @property
     def evaluator(self) -> Any:
@@ -212,7 +212,7 @@ class GenerativeMethod(Method[C]):
         """Fréchet distance and KID on `quality_samples` images, in the evaluator's features."""
         import torch
 
-        from runner.batches import to_unit_range
+        from runner.batches import to_network_range
         from runner.generate.quality import features, frechet_distance, kernel_distance, label_accuracy
 
         c = self.config
@@ -220,7 +220,7 @@ class GenerativeMethod(Method[C]):
         if c.quality_samples <= 0:
             return out
         train = ctx.domains["data"].train
-        real_images = to_unit_range(train.subset(c.quality_samples, seed=ctx.settings.seed).images)
+        real_images = to_network_range(train.subset(c.quality_samples, seed=ctx.settings.seed).images)
         z = torch.randn(c.quality_samples, c.nz, generator=ctx.generator("gan/final-quality"))
         labels = self.grid_labels(c.quality_samples)
         fake = self.sample(z, labels)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runner.batches import to_unit_range
+from runner.batches import to_network_range
 from runner.cache import atomic_save
 from runner.datasets import Split
 from runner.errors import Hw3Error
@@ -76,7 +76,7 @@ def evaluator(
         acc = _load(net, path)
         if acc is None:
             _train(net, train, device, epochs, seed)
-            acc = label_accuracy(net.eval(), to_unit_range(test.images), test.labels, device)
+            acc = label_accuracy(net.eval(), to_network_range(test.images), test.labels, device)
             atomic_save({"state": {k: v.cpu() for k, v in net.state_dict().items()}, "test_acc": acc}, path)
     return net.eval(), acc
 
@@ -109,7 +109,7 @@ def _train(net: EvalNet, train: Split, device: torch.device, epochs: int, seed: 
                 break
             if len(idx) < 2:  # batch norm needs two images
                 continue
-            x = to_unit_range(train.images[idx.to(train.images.device)].to(device))
+            x = to_network_range(train.images[idx.to(train.images.device)].to(device))
             loss = nn.functional.cross_entropy(net(x), train.labels[idx.to(train.labels.device)].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -13,16 +13,10 @@ from runner.data import load_dataset
 DEFAULT_DEGREES = 45.0
 
 
-def _mnist() -> DatasetSpec:
-    from runner.plugins import get_manager
-
-    return get_manager().dataset("mnist")  # the registered one, whichever package brings it
-
-
 def build(ctx: DataContext) -> dict[str, Split]:
     from torchvision.transforms.functional import InterpolationMode, rotate
 
-    mnist = _mnist()
+    mnist = ctx.dataset("mnist")  # the registered one, whichever package brings it
     splits = load_dataset(mnist, ctx.for_dataset(mnist))
     angle = float(ctx.option("degrees", DEFAULT_DEGREES))
     return {
@@ -32,7 +26,7 @@ def build(ctx: DataContext) -> dict[str, Split]:
 
 
 def fingerprint(ctx: DataContext) -> str:
-    mnist = _mnist()
+    mnist = ctx.dataset("mnist")
     return f"{mnist.fingerprint(ctx.for_dataset(mnist))}|degrees={float(ctx.option('degrees', DEFAULT_DEGREES))}"
 
 

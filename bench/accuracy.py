@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from runner.run import RunRequest, RunResult, execute
+from runner.runs.execute import RunRequest, RunResult, execute
 
 # (row label, method, extra settings)
 ROWS = [
@@ -83,13 +83,15 @@ def main() -> None:
         )
 
     if args.workers > 1:  # side by side, the cores split between them (accuracy, not timing)
-        from runner.pool import Job, side_by_side
+        from runner.runs.pool import Job, RunWork, side_by_side
 
         def ended(i: int, outcome: Callable[[], RunResult]) -> None:
             result = outcome()
             record(i, result, sum(result.seconds.values()))
 
-        side_by_side([Job(r, f"{p} {lab} seed {s}") for p, lab, s, r in planned], args.workers, Console(), ended)
+        side_by_side(
+            [Job(RunWork(r), f"{p} {lab} seed {s}") for p, lab, s, r in planned], args.workers, Console(), ended
+        )
     else:
         for i, (_, _, _, req) in enumerate(planned):
             t0 = time.perf_counter()

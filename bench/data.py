@@ -29,7 +29,7 @@ from torchvision import transforms
 from plugins.datasets.syndigits import render
 from runner import cache
 from runner.data import BatchStream, DataContext, load_dataset
-from runner.plugins import get_manager
+from runner.runs.plugins import get_manager
 
 
 def write_course_folder(root: Path, n_train: int, n_test: int) -> None:

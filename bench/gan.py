@@ -35,10 +35,10 @@ from rich.console import Console
 from plugins.methods.gan import Gan
 from runner.context import RunContext
 from runner.engine import fit, steps_per_epoch
-from runner.plan import RunRequest, make_plan
-from runner.plugins import get_manager
-from runner.prepare import load_domains
-from runner.prepare import make_context as new_context
+from runner.runs.plan import RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.prepare import load_domains
+from runner.runs.prepare import make_context as new_context
 from runner.seeding import seed_everything
 from runner.sinks import NullSink
 
@@ -159,7 +159,7 @@ def throughput(epochs: int, repeats: int) -> None:
 def quality(n_real_held_out: int = 1000) -> None:
     from runner.batches import to_network_range
     from runner.generate import features, frechet_distance, kernel_distance
-    from runner.run import execute
+    from runner.runs.execute import execute
 
     work = tempfile.mkdtemp(prefix="hw3-bench-gan-")
     os.chdir(work)

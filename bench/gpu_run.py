@@ -29,7 +29,7 @@ def main() -> None:
 
     from rich.console import Console
 
-    from runner.run import RunRequest, execute
+    from runner.runs.execute import RunRequest, execute
 
     overrides = [tuple(kv.split("=", 1)) for kv in args.set]
     t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def stage_data(check: Check) -> None:
     from runner.cache import data_context, load_dataset
     from runner.config import load_registry
     from runner.datasets import Split
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     manager, registry, dctx = get_manager(), load_registry(), data_context()
 

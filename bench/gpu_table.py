@@ -147,7 +147,7 @@ def stage_rows(check: Check) -> list[Row]:
 def method_outcomes(check: Check) -> dict[str, tuple[int, int]]:
     """Each built-in method's default runs in the report passes: (finished, runs); (0, 0) when
     the suite has none of that method."""
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     latest: dict[str, str] = {}
     for key in ("report_one", "report_all"):

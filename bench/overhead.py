@@ -27,9 +27,9 @@ from rich.console import Console
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from runner.engine import _Loop, fit
-from runner.plan import RunRequest, make_plan
-from runner.plugins import get_manager
-from runner.prepare import load_domains, make_context
+from runner.runs.plan import RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.prepare import load_domains, make_context
 from runner.sinks import NullSink
 
 METHODS = ("baseline", "dann", "adda", "selfens", "adamatch", "gan", "acgan")

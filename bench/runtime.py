@@ -49,9 +49,9 @@ def timed_run(args: list[str]) -> dict[str, float]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0 or not epochs:
         raise SystemExit(f"hw3 {' '.join(args)} failed (exit {proc.returncode})")
-    from runner.tracking import Tracker
+    from runner.store import reader
 
-    first_epoch = Tracker(env["MLFLOW_TRACKING_URI"]).metric_history(run_id, "time/epoch_s")[0]
+    first_epoch = reader(env["MLFLOW_TRACKING_URI"]).metric_history(run_id, "time/epoch_s")[0]
     return {
         "wall": wall,
         "before_first_step": epochs[0] - first_epoch,

@@ -37,9 +37,9 @@ import torch
 from runner.batches import BatchStream
 from runner.context import Batch, Labeled, RunContext
 from runner.devices import Compute, choose_compute, cpu_bf16, describe, pick_device
-from runner.plan import RunRequest, make_plan
-from runner.plugins import get_manager
-from runner.prepare import load_domains, make_context
+from runner.runs.plan import RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.prepare import load_domains, make_context
 from runner.seeding import seed_everything
 
 # name -> (method, pair or dataset, settings): each the network a default run of that method trains

@@ -46,9 +46,9 @@ from runner.config import ResolvedConfig
 from runner.context import Domain, RunContext
 from runner.devices import describe, pick_device
 from runner.engine import fit, steps_per_epoch
-from runner.plan import RunRequest, make_plan
-from runner.plugins import get_manager
-from runner.prepare import load_domains, make_context
+from runner.runs.plan import RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.prepare import load_domains, make_context
 from runner.seeding import seed_everything
 from runner.sinks import NullSink
 
@@ -112,7 +112,7 @@ class Setup:
 
 
 def make_setup(epochs: int, device: str | None, checkpoint_dir: Path) -> Setup:
-    """Config, device and data the way runner.run.execute builds them."""
+    """Config, device and data the way runner.runs.execute.execute builds them."""
     manager = get_manager()
     assert issubclass(TrainOnlyBaseline, manager.method(METHOD)), "the registered baseline is not plugins' Baseline"
     overrides: list[tuple[str, Any]] = [("epochs", epochs), ("checkpoint_dir", str(checkpoint_dir))]

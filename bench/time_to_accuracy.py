@@ -31,10 +31,10 @@ from torch import nn
 
 from runner import hookimpl
 from runner.adapt import grad_reverse
-from runner.plan import RunRequest, make_plan
-from runner.plugins import get_manager, registered
-from runner.prepare import load_domains
-from runner.run import execute
+from runner.runs.execute import execute
+from runner.runs.plan import RunRequest, make_plan
+from runner.runs.plugins import get_manager, registered
+from runner.runs.prepare import load_domains
 
 
 class EpochClock:

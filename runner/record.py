@@ -41,6 +41,7 @@ ROW_PLACE = "hw3.row.place"
 ROW_ORDER = "hw3.row.order"
 PROCESS = "hw3.process"  # PID@HOST:START of the process training the run, to find orphans
 PROCESSES = "hw3.processes"  # data-parallel processes, when more than one
+SLURM_JOB = "hw3.slurm.job"  # the Slurm job (or array task, `123_4`) that trains the run
 CHECKPOINT = "hw3.checkpoint"  # shown in the UI; resuming never reads it (editable)
 ERROR = "hw3.error"  # why a run FAILED, one line
 VERSION = "hw3.version"
@@ -56,6 +57,7 @@ SPACE = "hw3.tune.space"  # a tune parent's space, "lr=0.0001..0.01:log; dropout
 SELECT = "hw3.tune.select"  # the validator a tune searches with
 TRIAL = "hw3.tune.trial"  # a trial's number in its study, on each of its runs
 DEFAULTS_TRIAL = "hw3.tune.defaults"  # "true" on the runs of the trial with the defaults' values
+TRIAL_VALUE_PREFIX = "hw3.tune.value."  # one tag per searched key on each of a trial's runs
 STOPPED_EARLY = "hw3.stopped_early"  # why a run ended before its last epoch (a pruned trial)
 SUITE = "hw3.suite"
 SUITE_ITEM = "hw3.suite.item"
@@ -66,23 +68,10 @@ CHECKPOINT_DIR = "hw3.checkpoint_dir"  # absolute; resume reads this, never the 
 SEEDS_PARAM = "seeds"
 GRID_PARAM_PREFIX = "grid."
 
-# -- attributes hw3 writes on an Optuna study and its trials (`hw3 tune`) --------------------------
-STUDY_SEARCH = "hw3.search"  # what a study searches, in words: a second `hw3 tune` must ask the same
-STUDY_PARENT = "hw3.parent_run_id"  # the MLflow parent run of the study's trials
-TRIAL_DEFAULTS = "hw3.defaults"  # on the trial that holds the defaults' values
-TRIAL_SURPLUS = "hw3.surplus"  # on a trial asked for after the study had its count: it never trained
-TRIAL_RUNS = "hw3.runs"  # a trial's MLflow runs, one per seed
-TRIAL_RETRY_OF = "hw3.retry_of"  # on a trial queued again after Ctrl-C stopped the one it repeats
-TRIAL_WORKER = "hw3.worker"  # HOST:PID of the process that runs (or ran) a trial
-
 # -- artifacts other hw3 code reads back from a run ------------------------------------------------
 # An adaptation run's target validation predictions at every evaluated epoch (softmax, float16),
 # which a study-level validator (EnsV) ensembles across epochs and across a study's trials.
 TARGET_VAL_PREDICTIONS = "predictions/target_val.npz"
-
-# -- what a logged model's weights/spec.json says it is --------------------------------------------
-CLASSIFIER_SPEC = "hw3.digit_classifier"
-SAMPLER_SPEC = "hw3.sampler"
 
 # -- MLflow's own names that hw3 writes ------------------------------------------------------------
 MLFLOW_PARENT = "mlflow.parentRunId"  # nests a child under its parent in the UI
@@ -104,6 +93,10 @@ def setting_tag(key: str) -> str:
 
 def grid_tag(key: str) -> str:
     return GRID_PREFIX + key
+
+
+def _prefixed(tags: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
 def row_tags(row: ReportRow | None) -> dict[str, str]:
@@ -148,15 +141,26 @@ class SuiteItem:
 
 @dataclass(frozen=True)
 class TrialTags:
-    """A run's place in `hw3 tune`: its study, its trial's number, and whether that trial holds
-    the defaults' values."""
+    """A run's place in `hw3 tune`: its study, its trial's number, whether that trial holds the
+    defaults' values, and the values it tries (as `--set` text)."""
 
     study: str
     number: int
     defaults: bool = False
+    values: dict[str, str] = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
-        return {STUDY: self.study, TRIAL: str(self.number), DEFAULTS_TRIAL: str(self.defaults).lower()}
+        tags = {STUDY: self.study, TRIAL: str(self.number), DEFAULTS_TRIAL: str(self.defaults).lower()}
+        return tags | {TRIAL_VALUE_PREFIX + k: v for k, v in self.values.items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> TrialTags | None:
+        """A trial's run's tags read back; None for any other run (a tune's parent has a study, no trial)."""
+        number = tags.get(TRIAL, "")
+        if STUDY not in tags or not number.isdigit():
+            return None
+        defaults = tags.get(DEFAULTS_TRIAL) == "true"
+        return cls(tags[STUDY], int(number), defaults, _prefixed(tags, TRIAL_VALUE_PREFIX))
 
 
 @dataclass
@@ -179,6 +183,7 @@ class RunRecord:
     device: str = ""
     compute: str = ""
     process: str = ""
+    slurm_job: str = ""  # the Slurm job training it, as squeue names it
     settings: dict[str, str] = field(default_factory=dict)  # the RESUMABLE settings' current values
     error: str = ""
 
@@ -186,7 +191,7 @@ class RunRecord:
         tags = {METHOD: self.method, **self.task.tags(), SELECTION: "last", **row_tags(self.row)}
         if self.seed is not None:
             tags[SEED] = str(self.seed)
-        for key, value in ((DEVICE, self.device), (COMPUTE, self.compute), (PROCESS, self.process)):
+        for key, value in self._where():
             if value:
                 tags[key] = value
         if self.processes > 1:
@@ -207,8 +212,12 @@ class RunRecord:
 
     def changing_tags(self) -> dict[str, str]:
         """What a resume says again: the process, where it computes, the settings it may change."""
-        tags = {k: v for k, v in ((DEVICE, self.device), (COMPUTE, self.compute), (PROCESS, self.process)) if v}
+        tags = {k: v for k, v in self._where() if v}
+        tags[SLURM_JOB] = self.slurm_job  # "" once it trains outside Slurm
         return {**tags, **{setting_tag(k): v for k, v in self.settings.items()}}
+
+    def _where(self) -> tuple[tuple[str, str], ...]:
+        return (DEVICE, self.device), (COMPUTE, self.compute), (PROCESS, self.process), (SLURM_JOB, self.slurm_job)
 
     def params(self, resolved: ResolvedConfig) -> dict[str, str]:
         """The write-once params: every resolved setting a resume cannot change, and the checkpoint folder."""
@@ -224,6 +233,11 @@ class RunRecord:
     def is_sweep_child(self) -> bool:
         return self.sweep_setting is not None
 
+    @property
+    def is_search(self) -> bool:
+        """A sweep child's or a tune trial's run: a search, not a result for `hw3 report`."""
+        return self.sweep_setting is not None or self.trial is not None
+
     @classmethod
     def from_run(cls, run: Any) -> RunRecord:
         """What an MLflow run says of itself (older hw3 runs included: their `epochs` is a param,
@@ -234,12 +248,12 @@ class RunRecord:
         row = None
         if tags.get(ROW):
             row = ReportRow(tags[ROW], _int(tags.get(ROW_PLACE), 1), _int(tags.get(ROW_ORDER), 100))
-        grid = {k.removeprefix(GRID_PREFIX): v for k, v in tags.items() if k.startswith(GRID_PREFIX)}
+        grid = _prefixed(tags, GRID_PREFIX)
         suite = None
         if SUITE in tags:
             suite = SuiteItem(tags[SUITE], tags.get(SUITE_ITEM, ""), tags.get(SUITE_SETTINGS, ""))
         settings = {k: params[k] for k in RESUMABLE if k in params}
-        settings.update({k.removeprefix(SETTING_PREFIX): v for k, v in tags.items() if k.startswith(SETTING_PREFIX)})
+        settings.update(_prefixed(tags, SETTING_PREFIX))
         seed = tags.get(SEED, params.get(SEED))
         return cls(
             method=tags.get(METHOD, ""),
@@ -249,12 +263,14 @@ class RunRecord:
             parent_run_id=tags.get(MLFLOW_PARENT, ""),
             sweep_setting=grid if tags.get(SWEEP_CHILD) == "true" else None,
             suite=suite,
+            trial=TrialTags.from_tags(tags),
             processes=_int(tags.get(PROCESSES), 1) or 1,
             checkpoint_dir=params.get(CHECKPOINT_DIR, "") or _old_checkpoint_dir(run),
             checkpoint=tags.get(CHECKPOINT, ""),
             device=tags.get(DEVICE, ""),
             compute=tags.get(COMPUTE, ""),
             process=tags.get(PROCESS, ""),
+            slurm_job=tags.get(SLURM_JOB, ""),
             settings=settings,
             error=tags.get(ERROR, ""),
         )

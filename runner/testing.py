@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from runner.datasets import DataContext, DatasetSpec, Split
 from runner.hookspecs import hookimpl
-from runner.plugins import PluginInfo, get_manager, reset_manager
+from runner.runs.plugins import PluginInfo, get_manager, reset_manager
 
 if TYPE_CHECKING:
-    from runner.run import RunResult
+    from runner.runs.execute import RunResult
 
 TINY_SOURCE = "tiny-mnist"
 TINY_TARGET = "tiny-colour"
@@ -158,7 +158,7 @@ def _template_store() -> Path:
     if not db.exists():
         from mlflow import MlflowClient
 
-        from runner.tracking import _quiet
+        from runner.store import _quiet
 
         _quiet()
         MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
@@ -215,7 +215,7 @@ class Hw3TestEnv:
         """
         from rich.console import Console
 
-        from runner.run import RunRequest, execute
+        from runner.runs.execute import RunRequest, execute
 
         if pair is None and dataset is None:
             kind = get_manager().method(method).kind

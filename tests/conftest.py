@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.plugins import reset_manager
+from runner.runs.plugins import reset_manager
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from plugins.methods.baseline import Baseline
 from runner import hookimpl
-from runner.run import RunRequest, RunResult, execute
+from runner.runs.execute import RunRequest, RunResult, execute
 
 
 def patient(seconds: float) -> float:

@@ -15,8 +15,8 @@ from rich.console import Console
 from plugins.methods.adamatch import AdaMatch, AdaMatchConfig, ramp
 from runner.adapt.augmentation import strong_augment
 from runner.errors import RunInterrupted
-from runner.plugins import get_manager, registered
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
+from runner.runs.plugins import get_manager, registered
 
 TINY = [("train_subset", "256"), ("test_subset", "200"), ("epochs", "2"), ("tsne_points", "0"), ("log_every", "4")]
 
@@ -124,7 +124,7 @@ def test_a_teacher_without_averaged_weights_is_a_one_line_error() -> None:
 
 
 def test_the_paper_preset_is_the_published_recipe() -> None:
-    from runner.plan import make_plan
+    from runner.runs.plan import make_plan
 
     planned = make_plan(RunRequest("adamatch", preset="paper"), get_manager())
     c = planned.resolved.method_config

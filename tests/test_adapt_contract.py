@@ -23,8 +23,8 @@ from runner import legacy
 from runner.adapt import ClassifierConfig, OptimizedClassifierConfig, make_optimizer
 from runner.adapt.networks import Composed, DigitClassifier, FromUnitRange
 from runner.errors import Hw3Error, RunInterrupted
-from runner.plugins import get_manager, registered
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
+from runner.runs.plugins import get_manager, registered
 
 TINY = [("train_subset", "256"), ("test_subset", "200"), ("epochs", "2"), ("tsne_points", "0"), ("log_every", "4")]
 

@@ -13,8 +13,8 @@ from plugins.methods.dann import annealed_lr, grl_lambda
 from runner.adapt import grad_reverse, information_maximization, proxy_a_distance
 from runner.adapt.selection import select
 from runner.errors import RunInterrupted
-from runner.plugins import registered
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
+from runner.runs.plugins import registered
 
 SMALL = [("train_subset", "512"), ("test_subset", "400"), ("log_every", "4")]
 
@@ -268,7 +268,7 @@ def test_seeds_make_child_runs_under_a_parent_with_mean_and_std(client) -> None:
 
     from rich.console import Console
 
-    from runner.fanout import run_seeds
+    from runner.runs.parent import run_seeds
 
     req = RunRequest("baseline", overrides=[*SMALL, ("epochs", "1"), ("tsne_points", "0")], run_name="seeded")
     result = run_seeds(req, [0, 1], Console(file=io.StringIO()))

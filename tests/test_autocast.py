@@ -14,9 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from runner.batches import BatchStream
 from runner.context import Batch, Labeled
 from runner.devices import Compute
-from runner.plan import RunRequest, make_plan
-from runner.plugins import get_manager
-from runner.prepare import load_domains, make_context
+from runner.runs.plan import RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.prepare import load_domains, make_context
 from runner.seeding import seed_everything
 
 # What torch's CUDA autocast raises on ("unsafe to autocast"): its banned list.

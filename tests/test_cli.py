@@ -63,8 +63,8 @@ def test_show_lists_keys_values_and_origins() -> None:
 
 
 def test_show_with_the_paper_preset_names_every_difference_from_the_defaults() -> None:
-    from runner.plan import RunRequest, make_plan
-    from runner.plugins import get_manager
+    from runner.runs.plan import RunRequest, make_plan
+    from runner.runs.plugins import get_manager
 
     default = make_plan(RunRequest("dann"), get_manager()).resolved.method_config
     paper = make_plan(RunRequest("dann", preset="paper"), get_manager()).resolved.method_config

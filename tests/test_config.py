@@ -120,7 +120,7 @@ def test_unknown_preset(registry) -> None:
 
 
 def test_packaged_registry_resolves_for_every_named_pair() -> None:
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     registry = load_registry()
     own = {name: set(reg.obj.options) for name, reg in get_manager().datasets().items()}

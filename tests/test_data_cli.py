@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from runner.commands.cli import app
-from runner.plugins import reset_manager
+from runner.runs.plugins import reset_manager
 
 runner = CliRunner()
 

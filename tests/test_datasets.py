@@ -14,7 +14,7 @@ from PIL import Image
 
 from runner.data import DataContext, Problems, load_dataset
 from runner.errors import DataError
-from runner.plugins import get_manager
+from runner.runs.plugins import get_manager
 
 
 def ctx_for(name: str, root: Path, **options) -> DataContext:
@@ -217,7 +217,7 @@ def test_folder_dataset_named_in_a_user_registry(tmp_path: Path, monkeypatch: py
     user = tmp_path / "my-registry.toml"
     user.write_text(f'[datasets.mine]\nfolder = "{tmp_path / "digits" / "mine"}"\nchannels = 1\n')
     monkeypatch.setenv("HW3_REGISTRY", str(user))
-    from runner.plugins import reset_manager
+    from runner.runs.plugins import reset_manager
 
     reset_manager()
     spec = get_manager().dataset("mine")

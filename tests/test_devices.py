@@ -80,9 +80,9 @@ def test_cuda_graphs_capture_every_entry_point_a_step_calls(monkeypatch: pytest.
     # No GPU here: what is checked is that `prepare` asks torch.compile for CUDA graphs on the
     # network and on each part a step calls on its own (DANN calls `features`, then `head`).
     from runner.adapt.networks import DigitClassifier
-    from runner.plan import RunRequest, make_plan
-    from runner.plugins import get_manager
-    from runner.prepare import make_context
+    from runner.runs.plan import RunRequest, make_plan
+    from runner.runs.plugins import get_manager
+    from runner.runs.prepare import make_context
 
     calls: list[tuple[str, dict]] = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append((type(self).__name__, kw)))

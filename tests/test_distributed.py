@@ -17,7 +17,7 @@ from runner.checkpoint import checkpoint_path, load
 from runner.commands.cli import app
 from runner.data import BatchStream, Split
 from runner.distributed import without_option
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
 
 # The same steps in 2 processes of 64 images as in 1 of 128: no augmentation (each process draws
 # its own) and no batch norm (its statistics are each process's own), so the two runs differ only

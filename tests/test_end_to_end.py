@@ -79,7 +79,7 @@ def test_cli_run_lands_in_mlflow_with_params_curves_figures_and_model(client) ->
 
     # The logged model loads back and classifies target test images as well as the run said.
     from runner.data import data_context, load_dataset
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
     test = load_dataset(get_manager().dataset("mnistm"), data_context())["test"]
@@ -128,7 +128,7 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_killed(tmp_path: Path, cli
 
 def test_embedded_pair_is_real_mnist_and_its_mnistm() -> None:
     from runner.data import data_context, load_dataset
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     manager, ctx = get_manager(), data_context()
     mnist = load_dataset(manager.dataset("mnist"), ctx)
@@ -191,7 +191,7 @@ def test_wheel_carries_the_registry_and_the_builtin_entry_points(tmp_path: Path)
         timeout=300,
     )
     probe = (
-        "import runner, runner.config as c; from runner.plugins import get_manager; "
+        "import runner, runner.config as c; from runner.runs.plugins import get_manager; "
         "print(runner.__file__); print(c.registry_path()); print(sorted(get_manager().methods()))"
     )
     out = subprocess.run(

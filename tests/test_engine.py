@@ -9,8 +9,8 @@ from conftest import SMALL
 from helpers import Crashes, InterruptAt, MethodsPlugin, NanAt, Recorder, run_baseline
 
 from runner.errors import RunFailed, RunInterrupted
-from runner.plugins import registered
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
+from runner.runs.plugins import registered
 
 THREE = [("train_subset", "512"), ("epochs", "3"), ("log_every", "4")]
 

@@ -18,7 +18,7 @@ from runner.datasets import Split
 from runner.engine import fit
 from runner.errors import RunFailed, RunInterrupted
 from runner.method import Method
-from runner.prepare import make_context
+from runner.runs.prepare import make_context
 from runner.settings import RunSettings
 from runner.sinks import MemorySink, ending
 

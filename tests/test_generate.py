@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from runner.commands.cli import app
 from runner.generate import Discriminator, Generator, frechet_distance, kernel_distance, layout
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
 
 # Small but real: 512 digits, 2 epochs, metrics on 500 samples.
 TINY = [("train_subset", "512"), ("test_subset", "500"), ("epochs", "2"), ("quality_samples", "500"), ("grid", "16")]
@@ -86,9 +86,9 @@ def test_quality_metrics_put_real_images_far_closer_than_an_untrained_generator(
     from plugins.methods.gan import Gan
     from runner.data import to_network_range
     from runner.generate import features
-    from runner.plan import make_plan
-    from runner.plugins import get_manager
-    from runner.prepare import load_domains, make_context
+    from runner.runs.plan import make_plan
+    from runner.runs.plugins import get_manager
+    from runner.runs.prepare import load_domains, make_context
 
     manager = get_manager()
     resolved = make_plan(RunRequest("gan", overrides=TINY), manager).resolved
@@ -106,7 +106,7 @@ def test_gan_resumed_after_ctrl_c_matches_an_uninterrupted_run(client) -> None:
     from helpers import Recorder
 
     from runner.errors import RunInterrupted
-    from runner.plugins import registered
+    from runner.runs.plugins import registered
 
     settings = [("train_subset", "256"), ("test_subset", "300"), ("epochs", "2"), ("quality_samples", "300")]
     whole = quiet(RunRequest("gan", overrides=[*settings, ("g_steps", "2"), ("flip", "0.1"), ("ema", "0.9")]))

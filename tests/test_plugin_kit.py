@@ -17,7 +17,7 @@ from plugins.methods.baseline import Baseline
 from runner import hookimpl, testing
 from runner.commands.cli import app
 from runner.errors import Hw3Error
-from runner.plugins import get_manager
+from runner.runs.plugins import get_manager
 from runner.testing import TINY_PAIR, TINY_SOURCE, TINY_TARGET, isolated, smoke_run
 
 hw3_env = testing.hw3_env  # the fixture plugin authors import into their conftest.py

@@ -13,7 +13,7 @@ from helpers import MethodsPlugin, NanAt
 from plugins.methods.baseline import Baseline
 from runner import hookimpl
 from runner.errors import Hw3Error
-from runner.plugins import PluginManager, get_manager, registered
+from runner.runs.plugins import PluginManager, get_manager, registered
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_hooks_may_take_a_subset_of_their_arguments_and_add_commands() -> None:
 
 
 def test_every_hook_is_in_the_plugin_authors_reference() -> None:
-    from runner.plugins import HOOK_NAMES
+    from runner.runs.plugins import HOOK_NAMES
 
     reference = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
     missing = [h for h in HOOK_NAMES if f"`{h}`" not in reference]

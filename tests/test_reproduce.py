@@ -15,10 +15,10 @@ from runner import hookimpl
 from runner.commands.cli import app
 from runner.commands.reproduce import reproduce
 from runner.errors import RunInterrupted
-from runner.plugins import registered
 from runner.record import SUITE as SUITE_TAG
 from runner.record import SUITE_ITEM as ITEM_TAG
-from runner.workers import cores, threads_per_run
+from runner.runs.placement import cores, threads_per_run
+from runner.runs.plugins import registered
 
 SUITE = """
 [suites.tiny]

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from runner import DatasetSpec, Split, hookimpl
 from runner.commands.cli import app
 from runner.errors import Hw3Error
-from runner.plugins import registered
-from runner.run import RunRequest, execute
+from runner.runs.execute import RunRequest, execute
+from runner.runs.plugins import registered
 
 TINY = [("epochs", "1"), ("train_subset", "256"), ("test_subset", "200"), ("tsne_points", "0")]
 
@@ -132,9 +132,9 @@ def test_a_pickled_model_is_loaded_only_when_the_store_is_trusted(client, tmp_pa
     result = run_baseline(*TINY)
     paths = {a.path for a in client.list_artifacts(result.run_id, "weights")}
     assert paths == {"weights/spec.json", "weights/state.pt"}  # what hw3's own commands load
-    from runner.tracking import Tracker
+    from runner.store import reader
 
-    tracker = Tracker()
+    tracker = reader()
     monkeypatch.setattr(tracker.client, "download_artifacts", _no_weights(tracker.client.download_artifacts))
     with pytest.raises(Hw3Error, match="logged only a pickled model .* HW3_TRUST_PICKLES=1"):
         tracker.load_model(result.run_id, lambda spec: None)
@@ -207,7 +207,7 @@ def test_a_dataset_must_be_what_it_declares_and_errors_name_its_plugin(images, l
 
 
 def test_an_unknown_name_says_which_plugins_were_left_out(monkeypatch) -> None:
-    from runner.plugins import PluginManager
+    from runner.runs.plugins import PluginManager
 
     manager = PluginManager()
     manager.skipped = ["holdot (hw3-holdot)"]
@@ -239,16 +239,16 @@ def test_a_method_declares_its_own_run_defaults_shown_with_their_origin() -> Non
 
 def test_a_run_killed_without_a_word_is_marked_killed_by_the_next_command(client) -> None:
     from runner.record import PROCESS as PROCESS_TAG
-    from runner.tracking import Tracker, reap_orphans
+    from runner.store import reap_orphans
 
     result = run_baseline(*TINY)
     client.set_terminated(result.run_id, status="RUNNING")
     tag = client.get_run(result.run_id).data.tags[PROCESS_TAG]
     pid, rest = tag.split("@", 1)
     client.set_tag(result.run_id, PROCESS_TAG, f"999999999@{rest}")  # a process that is gone
-    assert result.run_id in reap_orphans(Tracker())
+    assert result.run_id in reap_orphans()
     assert client.get_run(result.run_id).info.status == "KILLED"
-    assert result.run_id not in reap_orphans(Tracker())  # said once
+    assert result.run_id not in reap_orphans()  # said once
 
 
 def test_resuming_a_run_that_another_process_trains_is_refused(client, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from helpers import run_baseline
 from typer.testing import CliRunner
 
 from runner.errors import Hw3Error
-from runner.tracking import check_reachable
+from runner.store import check_reachable
 
 TINY = [("epochs", "1"), ("train_subset", "256"), ("test_subset", "300"), ("tsne_points", "0"), ("log_every", "4")]
 

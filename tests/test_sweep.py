@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 from runner.commands.cli import app
 from runner.commands.sweep import metric_prefix, parse_grid, run_sweep
 from runner.errors import ConfigError, RunInterrupted
-from runner.plugins import registered
-from runner.run import RunRequest
-from runner.workers import (
+from runner.runs.execute import RunRequest
+from runner.runs.placement import (
     auto_workers,
     cores,
     device_for,
@@ -26,6 +25,7 @@ from runner.workers import (
     resolve_workers,
     threads_per_run,
 )
+from runner.runs.plugins import registered
 
 TINY = [("epochs", "1"), ("train_subset", "256"), ("test_subset", "300"), ("tsne_points", "0"), ("log_every", "4")]
 TINY_ARGS = [f"--set={k}={v}" for k, v in TINY]
@@ -212,7 +212,7 @@ def test_auto_workers(device: str, gpus: int, cores: int, expected: int) -> None
 
 
 def test_resolve_workers_never_starts_more_processes_than_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import runner.workers as workers
+    import runner.runs.placement as workers
 
     monkeypatch.setattr(workers, "cores", lambda: 16)
     monkeypatch.setattr(workers, "visible_gpus", lambda: 0)
@@ -245,12 +245,12 @@ def test_a_dead_worker_process_is_a_one_line_failure_not_a_traceback() -> None:
     from rich.console import Console
 
     from runner.errors import RunFailed
-    from runner.plan import RunRequest
-    from runner.pool import Job, _Drain
+    from runner.runs.plan import RunRequest
+    from runner.runs.pool import Job, RunWork, _Drain
 
     future: Future = Future()
     future.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
-    jobs = [Job(RunRequest("baseline"), "lr=0.1 seed 0")]
+    jobs = [Job(RunWork(RunRequest("baseline")), "lr=0.1 seed 0")]
     drain = _Drain([future], threading.Event(), jobs, Console(file=io.StringIO()), lambda i, outcome: outcome())
     drain.settle(future)
     assert isinstance(drain.error, RunFailed) and drain.stop.is_set()

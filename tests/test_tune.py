@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from runner import record
 from runner.commands.cli import app
 from runner.errors import RunFailed, RunInterrupted
-from runner.tune import reality, views
-from runner.tune.reality import TrialRow
+from runner.runs.tune import reality, views
+from runner.runs.tune.reality import TrialRow
 
 TINY = ["--set=epochs=2", "--set=train_subset=256", "--set=test_subset=300", "--set=log_every=4"]
 
@@ -143,9 +143,9 @@ def test_joining_a_study_that_searches_something_else_is_refused(tmp_path: Path)
 def test_pruned_failed_and_interrupted_trials(monkeypatch: pytest.MonkeyPatch, client, tmp_path: Path) -> None:
     """Trial 1 is pruned after its first epoch, trial 2's run fails (skipped, the study goes on),
     trial 3 is interrupted (FAIL, its values queued again); a second invocation finishes the study."""
-    import runner.run
+    import runner.runs.execute
 
-    real = runner.run.execute
+    real = runner.runs.execute.execute
     calls: list[int] = []
 
     def execute(req, console=None, *, early_stop=None):
@@ -165,7 +165,7 @@ def test_pruned_failed_and_interrupted_trials(monkeypatch: pytest.MonkeyPatch, c
             return real(req, console, early_stop=prune_now)
         return real(req, console, early_stop=early_stop)
 
-    monkeypatch.setattr(runner.run, "execute", execute)
+    monkeypatch.setattr(runner.runs.execute, "execute", execute)
     name = f"s-{uuid.uuid4().hex[:8]}"
     first = invoke(*tune_args(tmp_path, trials=4, study=name))
     assert first.exit_code == 130, first.output
@@ -221,7 +221,7 @@ def test_the_reality_check_says_plainly_when_a_validator_misleads() -> None:
 
 def test_a_choice_matches_the_config_value_it_names() -> None:
     from plugins.methods.dann import Dann
-    from runner.tune.space import parse_space
+    from runner.runs.tune.space import parse_space
 
     dims = {d.key: d for d in parse_space(["augment=False,true", "dropout=0.,.5"], Dann, "dann")}
     assert dims["augment"].choice_for(True) == "true" and dims["augment"].choice_for(False) == "False"
@@ -230,7 +230,7 @@ def test_a_choice_matches_the_config_value_it_names() -> None:
 
 
 def test_a_storage_url_is_shown_without_its_password() -> None:
-    from runner.tune.study import redact_url
+    from runner.runs.tune.study import redact_url
 
     assert redact_url("postgresql://hw3:s3cret@db:5432/tune") == "postgresql://hw3:***@db:5432/tune"
     assert redact_url("sqlite:///optuna.db") == "sqlite:///optuna.db"
@@ -240,7 +240,7 @@ def test_a_study_chosen_by_ensv_scores_each_trial_against_those_before_it_and_ag
     client, tmp_path: Path
 ) -> None:
     from runner.adapt.validators import EnsembleValidation
-    from runner.tracking import Tracker
+    from runner.store import reader
 
     name = f"s-{uuid.uuid4().hex[:8]}"
     result = invoke(*tune_args(tmp_path, "--select", "ensv", study=name))
@@ -249,7 +249,7 @@ def test_a_study_chosen_by_ensv_scores_each_trial_against_those_before_it_and_ag
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert all(not t.intermediate_values for t in trials)  # no per-epoch score: nothing to prune by
     runs = {t.number: t.user_attrs["hw3.runs"] for t in trials}
-    tracker = Tracker()
+    tracker = reader()
     # What TPE was told: each trial against the ensemble of the trials finished before it and itself.
     assert trials[0].value == 1.0  # alone, it agrees with itself
     for t in trials:

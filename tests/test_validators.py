@@ -24,7 +24,7 @@ from runner.adapt.validators import (
 )
 from runner.commands.cli import app
 from runner.errors import RunInterrupted
-from runner.plugins import get_manager, registered
+from runner.runs.plugins import get_manager, registered
 from runner.validator import check_validator
 
 TINY = ["--set=epochs=2", "--set=train_subset=256", "--set=test_subset=300", "--set=tsne_points=0"]
@@ -342,7 +342,7 @@ class TogetherPlugin:
 def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_among_its_epochs(client) -> None:
     from runner.adapt.selection import decode_predictions
     from runner.adapt.validators import EnsembleValidation
-    from runner.tracking import Tracker
+    from runner.store import reader
 
     AgreesWithLast.got.clear()
     with registered(TogetherPlugin(), "together-plugin"):
@@ -352,7 +352,7 @@ def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_amon
         assert result.exit_code == 0, result.output
     run_id = result.output.split(" run ")[1].split()[0]
     run = client.get_run(run_id)
-    saved = decode_predictions(Tracker().read_bytes(run_id, record.TARGET_VAL_PREDICTIONS) or b"")
+    saved = decode_predictions(reader().read_bytes(run_id, record.TARGET_VAL_PREDICTIONS) or b"")
     assert saved.epochs == [1, 2] and saved.probs.dtype == "float16" and saved.probs.shape[0] == 2
     assert saved.probs.shape[2] == 10 and abs(saved.probs.astype("float32").sum(2) - 1).max() < 1e-2
     # The same images for every run (the held-out split is fixed): what lets a study compare runs.
@@ -384,8 +384,8 @@ def test_a_resumed_run_saves_every_epochs_predictions() -> None:
     from rich.console import Console
 
     from runner.adapt.selection import decode_predictions
-    from runner.run import RunRequest, execute
-    from runner.tracking import Tracker
+    from runner.runs.execute import RunRequest, execute
+    from runner.store import reader
 
     def quiet(req: RunRequest) -> Any:
         return execute(req, Console(file=io.StringIO()))
@@ -397,7 +397,7 @@ def test_a_resumed_run_saves_every_epochs_predictions() -> None:
         quiet(RunRequest("baseline", overrides=settings))
     resumed = quiet(RunRequest("baseline", resume=recorder.calls[0][1]))
     assert resumed.metrics == whole.metrics  # reverse and ensv's selections among them
-    tracker = Tracker()
+    tracker = reader()
     a, b = (
         decode_predictions(tracker.read_bytes(r.run_id, record.TARGET_VAL_PREDICTIONS) or b"") for r in (whole, resumed)
     )

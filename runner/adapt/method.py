@@ -372,9 +372,9 @@ class AdaptMethod(Method[C]):
 def load_classifier(run_id: str) -> DigitClassifier:
     """The digit classifier a finished adaptation run logged as its model (such as a baseline's)."""
     from runner.adapt.networks import DigitClassifier, FromUnitRange
-    from runner.tracking import Tracker
+    from runner.store import reader
 
-    net = getattr(Tracker().load_model(run_id, FromUnitRange.from_spec), "net", None)
+    net = getattr(reader().load_model(run_id, FromUnitRange.from_spec), "net", None)
     if not isinstance(net, DigitClassifier):
         raise Hw3Error(f"run {run_id} did not log a digit classifier; give a finished baseline run")
     return net

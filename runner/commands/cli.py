@@ -15,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from runner.commands.options import ExecutorOpt, NoWaitOpt, SlurmOpt, executor_from
 from runner.errors import Hw3Error
-from runner.workers import WORKERS_HELP
+from runner.runs.placement import WORKERS_HELP
 
 app = typer.Typer(
     name="hw3",
@@ -77,7 +78,7 @@ def list_() -> None:
         validators_table,
     )
     from runner.config import load_registry
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     manager, registry = get_manager(), load_registry()
     tables = (
@@ -100,7 +101,7 @@ def plugins(
     import dataclasses
 
     from runner.commands.tables import plugins_table
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     manager = get_manager()
     if as_json:
@@ -122,8 +123,8 @@ def show(
     """A method's config keys: type, resolved value, where the value comes from, and what it does."""
     from runner.commands.tables import config_table
     from runner.config import parse_set
-    from runner.plan import RunRequest, make_plan
-    from runner.plugins import get_manager
+    from runner.runs.plan import RunRequest, make_plan
+    from runner.runs.plugins import get_manager
 
     manager = get_manager()
     overrides = parse_set(set_ or [])
@@ -172,6 +173,8 @@ def run(
         int,
         typer.Option(help="Data-parallel processes started through torchrun (gloo on the CPU, NCCL on GPUs); one run."),
     ] = 1,
+    executor: ExecutorOpt = "local",
+    slurm: SlurmOpt = None,
 ) -> None:
     """Train and evaluate METHOD, logging params, curves, figures and the model to MLflow.
 
@@ -184,6 +187,8 @@ def run(
       hw3 run dann --pair syndigits:mnistm --device cuda
 
       hw3 run dann --nproc 2         # two processes, gradients averaged
+
+      hw3 run dann --seeds 0,1,2 --executor slurm --slurm partition=gpu --slurm gpus=1
     """
     from runner.config import parse_set
     from runner.distributed import check_gpus, is_main_process, launch, under_launcher, without_option
@@ -199,9 +204,9 @@ def run(
         check_gpus(nproc, str(where), torch.cuda.device_count() if torch.cuda.is_available() else 0)
         raise typer.Exit(launch(nproc, without_option(sys.argv[1:], "--nproc")))
     from runner.errors import RunInterrupted
-    from runner.plan import RunRequest
     from runner.progress import fmt_metrics, fmt_value
-    from runner.run import execute
+    from runner.runs.execute import execute
+    from runner.runs.plan import RunRequest
 
     overrides: list[tuple[str, Any]] = [*parse_set(set_ or [])]
     overrides += [(k, v) for k, v in (("epochs", epochs), ("seed", seed), ("device", device)) if v is not None]
@@ -216,8 +221,11 @@ def run(
         data_root=data_root,
         resume=resume,
     )
+    _tidy()
     if seeds is not None:
-        return _run_seeds(req, seeds)
+        return _run_seeds(req, seeds, executor_from(executor, slurm, what="seeds"))
+    if executor != "local" or slurm:
+        raise Hw3Error("--executor slurm sends many runs to a cluster: give --seeds 0,1,2 (or use hw3 sweep)")
     try:
         result = execute(req, console)
     except RunInterrupted as exc:
@@ -303,6 +311,9 @@ def reproduce(
     workers: Annotated[
         str, typer.Option(metavar="N|auto", help=WORKERS_HELP + " 1 (the default): one run after another.")
     ] = "1",
+    executor: ExecutorOpt = "local",
+    slurm: SlurmOpt = None,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Every run of a suite (by default the whole course report), then one report folder.
 
@@ -319,12 +330,20 @@ def reproduce(
     """
     from runner.commands.reproduce import reproduce as run_suite
     from runner.config import parse_set
-    from runner.workers import parse_workers
+    from runner.runs.placement import parse_workers
+    from runner.runs.slurm import Submitted
 
     how_many = parse_workers(workers)
-    page, outcomes = run_suite(
-        suite, preset, parse_set(set_ or []), data_root, out, console, device=device, workers=how_many
-    )
+    where = executor_from(executor, slurm, wait=not no_wait, what=suite)
+    _tidy()
+    try:
+        page, outcomes = run_suite(
+            suite, preset, parse_set(set_ or []), data_root, out, console, device=device, workers=how_many,
+            executor=where,
+        )  # fmt: skip
+    except Submitted as exc:
+        console.print(str(exc), highlight=False)
+        return
     failed = [o for o in outcomes if o.status == "FAILED"]
     console.print(f"\nwrote {page} and {page.with_suffix('.md')}", highlight=False)
     if failed:
@@ -384,7 +403,7 @@ DataRoot = Annotated[
 def data_list(data_root: DataRoot = None) -> None:
     """Every dataset: where it would be read from, whether it is available offline, and cached."""
     from runner.commands.tables import datasets_table
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     console.print(datasets_table(get_manager(), data_root, cache=True))
 
@@ -506,6 +525,8 @@ def sweep(
     workers: Annotated[
         str, typer.Option(metavar="N|auto", help=WORKERS_HELP + " Only installed plugins' methods run this way.")
     ] = "1",
+    executor: ExecutorOpt = "local",
+    slurm: SlurmOpt = None,
 ) -> None:
     """Run METHOD for every combination of --grid values (and every seed) as child runs of one
     MLflow parent run, then print the primary metric per setting (mean ± std over seeds).
@@ -526,9 +547,9 @@ def sweep(
     """
     from runner.commands.sweep import parse_grid, rich_table, run_sweep
     from runner.config import parse_set
-    from runner.fanout import parse_seeds
-    from runner.run import RunRequest
-    from runner.workers import parse_workers
+    from runner.runs.execute import RunRequest
+    from runner.runs.parent import parse_seeds
+    from runner.runs.placement import parse_workers
 
     how_many = parse_workers(workers)
 
@@ -542,7 +563,10 @@ def sweep(
         data_root=data_root,
     )
     values = parse_grid(grid)
-    result = run_sweep(req, values, parse_seeds(seeds) if seeds is not None else None, console, workers=how_many)
+    where = executor_from(executor, slurm, what="sweep")
+    _tidy()
+    picked = parse_seeds(seeds) if seeds is not None else None
+    result = run_sweep(req, values, picked, console, workers=how_many, executor=where)
     console.print(rich_table(result))
     console.print(f"parent run {result.parent_run_id} in experiment {result.experiment}", highlight=False)
     if result.failed:
@@ -593,6 +617,15 @@ def tune(
         str | None, typer.Option(help="Folder holding dataset files (default: $HW3_DATA_ROOT or ~/.cache/hw3).")
     ] = None,
     device: DeviceOpt = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            metavar="local|slurm",
+            help="Where the workers go: local (processes here) or slurm (--workers Slurm tasks joining the study; "
+            "give --storage a PostgreSQL database, or keep the MLflow store and study on a shared filesystem).",
+        ),
+    ] = "local",
+    slurm: SlurmOpt = None,
 ) -> None:
     """Search METHOD's settings on Optuna (TPE; trials whose validator score lags are pruned), choose
     by a validator that needs no target labels, and print the reality check: each validator's
@@ -610,10 +643,10 @@ def tune(
 
       hw3 tune dann --space lr=1e-4..1e-2:log --storage postgresql://hw3:secret@db/hw3   # on each machine
     """
-    from runner.fanout import parse_seeds
-    from runner.run import RunRequest
-    from runner.tune.tuner import tune as run_tune
-    from runner.workers import parse_workers
+    from runner.runs.execute import RunRequest
+    from runner.runs.parent import parse_seeds
+    from runner.runs.placement import parse_workers
+    from runner.runs.tune.tuner import tune as run_tune
 
     how_many = parse_workers(workers)
     from runner.config import parse_set
@@ -628,10 +661,12 @@ def tune(
         data_root=data_root,
     )
     picked = parse_seeds(seeds) if seeds is not None else None
+    where = executor_from(executor, slurm, what="tune")
+    _tidy()
     try:
         result = run_tune(
             req, space, trials=trials, select=select, seeds=picked, workers=how_many, storage=storage, study=study,
-            console=console,
+            console=console, executor=where,
         )  # fmt: skip
     except RunInterrupted as exc:
         err_console.print(f"[yellow]{escape(str(exc))}", highlight=False)
@@ -643,11 +678,10 @@ def tune(
 
 
 def _tune_report(parent_run_id: str, out: Path) -> None:
-    from runner.tracking import Tracker
-    from runner.tune import reality, views
+    from runner.runs.tune import reality, views
+    from runner.store import reader
 
-    tracker = Tracker()
-    rc = reality.build(tracker, parent_run_id)
+    rc = reality.build(reader(), parent_run_id)
     console.print(views.rich_table(rc))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "tune.md"
@@ -657,14 +691,21 @@ def _tune_report(parent_run_id: str, out: Path) -> None:
     console.print(f"wrote {path} and a scatter per validator beside it", highlight=False)
 
 
-def _run_seeds(req: Any, seeds: str) -> None:
+def _tidy() -> None:
+    """Once per command that starts runs: a run whose process died is marked KILLED (and said so)."""
+    from runner.store import reap_orphans
+
+    reap_orphans(console=console)
+
+
+def _run_seeds(req: Any, seeds: str, executor: Any = None) -> None:
     from rich.table import Table
 
-    from runner.fanout import parse_seeds, run_seeds
     from runner.progress import fmt_value
+    from runner.runs.parent import parse_seeds, run_seeds
 
     values = parse_seeds(seeds)
-    result = run_seeds(req, values, console)
+    result = run_seeds(req, values, console, executor=executor)
     shown = [k for k in result.keys if not k.startswith("selected/")]
     t = Table(title=f"{req.method}: {len(values)} seeds (parent run {result.parent_run_id})", title_justify="left")
     for col in ("seed", "run", *shown):
@@ -684,7 +725,7 @@ def _run_seeds(req: Any, seeds: str) -> None:
 
 def main() -> None:
     """Console-script entry point: load plugins, add their commands, run."""
-    from runner.plugins import get_manager, warn_problems
+    from runner.runs.plugins import get_manager, warn_problems
 
     try:
         manager = get_manager()

@@ -15,7 +15,7 @@ from runner.cache import cache_path, data_context, load_dataset
 from runner.config import load_registry
 from runner.datasets import DataContext, DatasetSpec, Problems, Split
 from runner.errors import DataError, Hw3Error
-from runner.plugins import get_manager
+from runner.runs.plugins import get_manager
 
 
 def context_for(spec: DatasetSpec, data_root: str | None, **kw: Any) -> DataContext:

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 from runner import record
 from runner.adapt.selection import LAST, LAST_HELP
 from runner.errors import Hw3Error
-from runner.fanout import mean_std
 from runner.method import ReportRow
+from runner.runs.parent import mean_std
 
 if TYPE_CHECKING:
-    from runner.tracking import Tracker
+    from runner.store import Store
 
 
 def protocols() -> dict[str, str]:
     """Each epoch-selection protocol a report can use, in words: the last epoch, and the best
     epoch by each registered validator (an oracle said to be one)."""
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
     from runner.validator import is_study_level
 
     out = {LAST: LAST_HELP}
@@ -77,7 +77,7 @@ def _row_from_params(method: str, params: dict[str, str]) -> ReportRow | None:
     import typing
 
     from runner.config import coerce
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     registered = get_manager().methods().get(method)
     if registered is None:
@@ -100,7 +100,7 @@ def _row_from_params(method: str, params: dict[str, str]) -> ReportRow | None:
 def order_rows(rows: dict[str, tuple[ReportRow, str]]) -> list[str]:
     """Row labels by place, then order, then the order their methods' plugins registered them,
     then by name; `rows` maps each label to (its row, its method)."""
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     known = {name: i for i, name in enumerate(get_manager().methods())}
     return sorted(rows, key=lambda r: (rows[r][0].place, rows[r][0].order, known.get(rows[r][1], len(known)), r))
@@ -125,12 +125,12 @@ def build(
     whose params match every `filters` KEY=VALUE). Runs of one row and pair that differ in a
     setting (not in seed or compute) are never averaged together: the row splits, each part
     labelled by the settings that tell them apart."""
-    from runner.tracking import Tracker, reap_orphans
+    from runner.store import reader, reap_orphans
 
     known = protocols()
     if protocol not in known:
         raise Hw3Error(f"--protocol {protocol!r}: choose from {', '.join(known)}")
-    tracker = Tracker()
+    tracker = reader()
     reap_orphans(tracker)  # a run whose process died is KILLED, not a result
     metric = f"selected/{protocol}/target_acc"
     if not tracker.experiment_ids("hw3-"):
@@ -143,7 +143,7 @@ def build(
         pair, row = rec.task.pair, row_of(run)
         if not pair or not row or record.is_parent(run):
             continue
-        if rec.is_sweep_child or (run_ids is not None and run.info.run_id not in run_ids):
+        if rec.is_search or (run_ids is not None and run.info.run_id not in run_ids):
             continue  # tuning runs are not results; a suite's report shows its own runs
         values = {**run.data.params, **rec.settings}  # what a resume may change is a tag, `setting.KEY`
         if (pairs and pair not in pairs) or any(values.get(k) != v for k, v in filters or []):
@@ -205,9 +205,9 @@ def write(report: Report, out: Path) -> Path:
 
 def markdown(report: Report, out: Path) -> list[str]:
     """The table, the runs behind each cell and their figures (copied into `out`), as Markdown."""
-    from runner.tracking import Tracker
+    from runner.store import reader
 
-    tracker = Tracker(report.tracking_uri)
+    tracker = reader(report.tracking_uri)
     lines = [
         f"Mean ± std over finished runs. Checkpoint: **{protocols()[report.protocol]}**"
         f" (`--protocol {report.protocol}`).",
@@ -238,10 +238,10 @@ def markdown(report: Report, out: Path) -> list[str]:
     return lines
 
 
-def report_figures(tracker: Tracker, run: Any) -> list[tuple[str, str, str]]:
+def report_figures(tracker: Store, run: Any) -> list[tuple[str, str, str]]:
     """(file name, local copy, caption) of the figures a report shows for `run`: those its method
     lists in `report_figures`, or every `figures/*.png` (also when the method is not installed)."""
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     method = get_manager().methods().get(run.data.tags.get(record.METHOD, ""))
     wanted = method.obj.report_figures if method else None

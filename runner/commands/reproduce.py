@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from runner import record
 from runner.config import load_registry
-from runner.errors import ConfigError, Hw3Error, RunInterrupted, choices_hint
-from runner.plan import Plan, RunRequest, make_plan
-from runner.plugins import get_manager
-from runner.progress import fmt_value
-from runner.run import RunResult, execute
+from runner.errors import ConfigError, Hw3Error, choices_hint
+from runner.runs.parent import Child, fan_out
+from runner.runs.plan import Plan, RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.pool import RunWork
+
+if TYPE_CHECKING:
+    from runner.runs.slurm import SlurmExecutor
 
 
 @dataclass
@@ -127,9 +128,9 @@ def requests(
 
 def previous_runs(suite: str, digest: str) -> dict[str, Any]:
     """The newest earlier run of each item of this suite with these settings."""
-    from runner.tracking import Tracker
+    from runner.store import reader
 
-    runs = Tracker().search(
+    runs = reader().search(
         f"tags.`{record.SUITE}` = '{suite}' and tags.`{record.SUITE_SETTINGS}` = '{digest}'", limit=1000
     )
     newest: dict[str, Any] = {}
@@ -147,12 +148,15 @@ def reproduce(
     console: Console | None = None,
     device: str | None = None,
     workers: int | str = 1,
+    executor: SlurmExecutor | None = None,
 ) -> tuple[Path, list[Outcome]]:
     """Run (or reuse, or resume) every run of `suite`, then write its report folder. With
-    `workers` above 1 (or "auto" resolving so, `runner.workers`), the runs still to make go that
-    many at a time, each in a process of its own (`runner.pool.side_by_side`)."""
+    `workers` above 1 (or "auto" resolving so, `runner.runs.placement`), the runs still to make go
+    that many at a time, each in a process of its own (`runner.runs.pool`); with a Slurm
+    `executor`, as one job array, and a run whose task is still queued or running (an earlier
+    `--no-wait`, another `hw3 reproduce`) is not submitted again."""
     from runner.commands.suite_report import write_report
-    from runner.workers import resolve_workers
+    from runner.runs.placement import resolve_workers
 
     console = console or Console()
     overrides = overrides or []
@@ -162,104 +166,83 @@ def reproduce(
     earlier = previous_runs(suite, digest)
     where = [("device", device)] if device else []
     todo: dict[int, RunRequest | Plan] = {}  # what still runs: a new run's plan or a resume
+    busy = _in_slurm(executor, suite, digest)
+    queued: dict[int, Outcome] = {}
     for i, (item, planned) in enumerate(zip(items, plans, strict=True)):
         run = earlier.get(item.key)
-        if run is not None and run.info.status == "KILLED":
+        if item.key in busy:
+            console.print(f"{item.key}: in Slurm task {busy[item.key]}, not submitted again", highlight=False)
+            queued[i] = Outcome(item, run.info.run_id if run is not None else None, "queued", busy[item.key])
+        elif run is not None and run.info.status == "KILLED":
             todo[i] = RunRequest(item.method, resume=run.info.run_id, data_root=data_root, overrides=where)
         elif run is None or run.info.status != "FINISHED":
             todo[i] = planned
     pending = [plans[i] for i in todo]
     n_workers = resolve_workers(workers, pending[0].resolved.settings.device, len(pending)) if pending else 1
-    if n_workers > 1:
-        outcomes = _side_by_side(items, plans, todo, earlier, n_workers, console)
-    else:
-        outcomes = _one_after_another(items, plans, todo, earlier, console)
+    if executor is not None:
+        executor.labels = [_task_label(suite, digest, items[i].key) for i in todo]
+    outcomes = _make(items, plans, todo, earlier, n_workers, console, executor, queued)
+    if queued:
+        console.print(f"{len(queued)} run(s) still in Slurm: run the same command again once they end", highlight=False)
     path = write_report(suite, description, outcomes, out or Path("reports") / suite, digest)
     return path, outcomes
 
 
-def _one_after_another(
-    items: list[Item], plans: list[Plan], todo: dict[int, RunRequest | Plan], earlier: dict[str, Any], console: Console
-) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    for n, (item, planned) in enumerate(zip(items, plans, strict=True), start=1):
-        head = f"[bold]({n}/{len(items)})[/] {item.key}"
-        req = todo.get(n - 1)
-        if req is None:
-            run = earlier[item.key]
-            console.print(f"{head}: finished earlier, run {run.info.run_id}", highlight=False)
-            outcomes.append(Outcome(item, run.info.run_id, "reused"))
-            continue
-        if isinstance(req, RunRequest) and req.resume:
-            console.print(f"{head}: resuming run {req.resume} from its checkpoint", highlight=False)
-        else:
-            console.print(head, highlight=False)
-        try:
-            result = execute(req, console)
-            outcomes.append(Outcome(item, result.run_id, result.status))
-            primary = planned.method_cls.primary_metric
-            if primary in result.metrics:
-                console.print(f"  {primary} {fmt_value(primary, result.metrics[primary])}", highlight=False)
-        except RunInterrupted:
-            raise
-        except Hw3Error as exc:  # one failed run leaves a gap in the report, not a lost suite
-            console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
-            outcomes.append(Outcome(item, None, "FAILED", str(exc)))
-    return outcomes
-
-
-def _side_by_side(
+def _make(
     items: list[Item],
     plans: list[Plan],
     todo: dict[int, RunRequest | Plan],
     earlier: dict[str, Any],
     workers: int,
     console: Console,
+    executor: SlurmExecutor | None = None,
+    queued: dict[int, Outcome] | None = None,
 ) -> list[Outcome]:
-    """The runs still to make in `workers` processes at once, a line for each as it ends; the
-    outcomes in the suite's order, as one after another gives them."""
-    from runner.pool import Job, side_by_side
-
-    found: dict[int, Outcome] = {}
+    """The runs still to make, through `fan_out` (one after another, or `workers` at a time, or
+    as Slurm tasks); the outcomes in the suite's order. A failed run leaves a gap in the report,
+    not a lost suite. `queued`: the outcomes of runs still in Slurm."""
+    found: dict[int, Outcome] = dict(queued or {})
     for n, item in enumerate(items, start=1):
         head = f"[bold]({n}/{len(items)})[/] {item.key}"
         req = todo.get(n - 1)
+        if n - 1 in found:
+            continue
         if req is None:
             run = earlier[item.key]
             console.print(f"{head}: finished earlier, run {run.info.run_id}", highlight=False)
             found[n - 1] = Outcome(item, run.info.run_id, "reused")
         elif isinstance(req, RunRequest) and req.resume:
             console.print(f"{head}: to resume run {req.resume} from its checkpoint", highlight=False)
-    order = list(todo)  # the jobs' indices in the suite
-    jobs = [
-        Job(req.request if isinstance(req, Plan) else req, items[i].key, plans[i].resolved.settings.device)
-        for i, req in todo.items()
-    ]
-
-    def ended(k: int, outcome: Callable[[], RunResult]) -> None:
-        i = order[k]
-        item, head = items[i], f"[bold]({i + 1}/{len(items)})[/] {items[i].key}"
-        try:
-            result = outcome()
-        except RunInterrupted:
-            raise
-        except Hw3Error as exc:  # one failed run leaves a gap in the report, not a lost suite
-            console.print(f"{head}: [red]failed:[/] {escape(str(exc))}", highlight=False)
-            found[i] = Outcome(item, None, "FAILED", str(exc))
-            return
-        found[i] = Outcome(item, result.run_id, result.status)
-        primary = plans[i].method_cls.primary_metric
-        shown = f"{primary} {fmt_value(primary, result.metrics[primary])}" if primary in result.metrics else ""
-        console.print(f"{head}: {shown or result.status}  run {result.run_id}", highlight=False)
-
-    try:
-        side_by_side(jobs, workers, console, ended)
-    except RunInterrupted as exc:
-        why = f"{exc}; " if str(exc) else ""
-        left = len(items) - len(found)
-        stopped = RunInterrupted(
-            f"{why}the suite stopped with {left} of {len(items)} runs to make; run the same command again to resume"
-        )
-        stopped.run_id = exc.run_id
-        raise stopped from None
+    order = list(todo)  # the children's indices in the suite
+    children = [Child(RunWork(req.request if isinstance(req, Plan) else req), items[i].key) for i, req in todo.items()]
+    primaries = {plans[i].method_cls.primary_metric for i in order}
+    primary = primaries.pop() if len(primaries) == 1 else ""
+    device = plans[order[0]].resolved.settings.device if order else "auto"
+    done = fan_out(
+        children, keep_going=True, what="suite", primary=primary, stop_hint="run the same command again to resume",
+        console=console, workers=workers, device=device, executor=executor,
+    )  # fmt: skip
+    for k, run in zip(order, done.runs, strict=True):
+        if run.result is not None:
+            found[k] = Outcome(items[k], run.result.run_id, run.result.status)
+        else:
+            found[k] = Outcome(items[k], None, "FAILED", run.error or "")
     return [found[i] for i in range(len(items))]
+
+
+def _task_label(suite: str, digest: str, key: str) -> str:
+    return f"{suite}|{digest}|{key}"
+
+
+def _in_slurm(executor: SlurmExecutor | None, suite: str, digest: str) -> dict[str, str]:
+    """Item key -> Slurm task, for this suite's runs (with these settings) whose tasks are still
+    queued or running, as the log folder's manifest and squeue say."""
+    from runner.runs.slurm import live_jobs, read_manifest
+
+    if executor is None:
+        return {}
+    start = _task_label(suite, digest, "")
+    tasks = {job: label.removeprefix(start) for job, label in read_manifest(executor.options.logs).items()
+             if label.startswith(start)}  # fmt: skip
+    alive = live_jobs(list(tasks))
+    return {key: job for job, key in tasks.items() if job in alive}

@@ -16,7 +16,7 @@ def sample_run(run_id: str, n: int, out: str, label: str | None = None, seed: in
     from PIL import Image
 
     from runner.figures import to_grid
-    from runner.tracking import Tracker
+    from runner.store import reader
 
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
@@ -27,7 +27,7 @@ def sample_run(run_id: str, n: int, out: str, label: str | None = None, seed: in
         raise Hw3Error(f"--n {n}: draw at least one image")
     from runner.generate.networks import Sampler
 
-    model = Tracker().load_model(run_id, Sampler.from_spec)
+    model = reader().load_model(run_id, Sampler.from_spec)
     if not isinstance(model, ImageSampler):
         raise Hw3Error(f"run {run_id} logged a classifier, not a generator; sample from a gan or acgan run")
     labels = None

@@ -34,7 +34,7 @@ def names(name: str) -> dict[str, str]:
 
 
 def check_name(name: str) -> None:
-    from runner.plugins import builtin_names
+    from runner.runs.plugins import builtin_names
 
     if not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         raise Hw3Error(

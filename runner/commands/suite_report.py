@@ -17,9 +17,9 @@ from runner import record
 def write_report(suite: str, description: str, outcomes: list[Any], out: Path, digest: str) -> Path:
     """report.md and report.html in `out`, figures beside them; returns the HTML file."""
     import runner.commands.report as table_report
-    from runner.tracking import Tracker
+    from runner.store import reader
 
-    tracker = Tracker()
+    tracker = reader()
     out.mkdir(parents=True, exist_ok=True)
     runs = {o.run_id: tracker.find_run(o.run_id, "run") for o in outcomes if o.run_id}
     lines = [
@@ -59,7 +59,7 @@ def write_report(suite: str, description: str, outcomes: list[Any], out: Path, d
 
 
 def _kind(method: str) -> str:
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     registered = get_manager().methods().get(method)
     return registered.obj.kind if registered else "adapt"
@@ -68,8 +68,8 @@ def _kind(method: str) -> str:
 def _run_section(o: Any, run: Any, tracker: Any, out: Path) -> list[str]:
     """A run's headline metrics (as its method lists them) and its figures."""
     from runner.commands.report import report_figures
-    from runner.plugins import get_manager
     from runner.progress import fmt_value
+    from runner.runs.plugins import get_manager
 
     m = run.data.metrics
     registered = get_manager().methods().get(o.item.method)

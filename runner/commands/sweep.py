@@ -20,12 +20,13 @@ from rich.table import Table
 
 from runner.config import coerce, config_fields
 from runner.errors import ConfigError, choices_hint
-from runner.fanout import Child, FanOut, Parent, fan_out, mean_std
-from runner.plan import Plan, RunRequest, make_plan
-from runner.plugins import get_manager
 from runner.progress import fmt_value
 from runner.record import ParentRecord
-from runner.workers import resolve_workers
+from runner.runs.parent import Child, Executor, FanOut, Parent, Summary, fan_out, mean_std
+from runner.runs.placement import resolve_workers
+from runner.runs.plan import Plan, RunRequest, make_plan
+from runner.runs.plugins import get_manager
+from runner.runs.pool import RunWork
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -140,9 +141,10 @@ def run_sweep(
     seeds: list[int] | None = None,
     console: Console | None = None,
     workers: int | str = 1,
+    executor: Executor | None = None,
 ) -> SweepResult:
     """A parent run and one child run per grid setting and seed; a failed child does not stop the rest.
-    `workers` children (a number or "auto", `runner.workers`) run at once, in processes of their own,
+    `workers` children (a number or "auto", `runner.runs.placement`) run at once, in processes of their own,
     the CPU cores split between them and, on several GPUs, each on its own.
 
     Ctrl-C stops the sweep and marks the parent KILLED; what finished is still summarised on it.
@@ -162,8 +164,6 @@ def run_sweep(
         run_name=req.run_name or f"{name}-sweep",
         record=rec,
         params=rec.params(others),
-        what="sweep",
-        primary=primary,
     )
     result = SweepResult(
         "",
@@ -180,7 +180,7 @@ def run_sweep(
         for seed in run_seeds:
             run_name = f"{name} {_label(row.setting)} seed{seed}"
             child = _child(req, row.setting, seed, sweep_setting=dict(row.setting), run_name=run_name)
-            children.append(Child(child, f"{_label(row.setting)} seed {seed}"))
+            children.append(Child(RunWork(child), f"{_label(row.setting)} seed {seed}"))
             places.append((row, seed))
     console.print(
         f"[bold]sweep[/] {escape(req.method)} on {task.label}: {len(result.rows)} settings x {len(run_seeds)} seeds = "
@@ -188,7 +188,9 @@ def run_sweep(
         highlight=False,
     )
 
-    def summarize(out: FanOut) -> tuple[dict[str, float], dict[str, str]]:
+    def summarize(out: FanOut) -> Summary | None:
+        if not out.finished and not any(r.error for r in out.runs):
+            return None
         result.parent_run_id, result.status = out.parent_run_id, out.status
         for row in result.rows:
             row.runs.clear()
@@ -198,14 +200,15 @@ def run_sweep(
                 row.runs.append((seed, run.result.run_id, run.result.metrics.get(primary)))
             elif run.error is not None:
                 row.failed.append((seed, run.error))
-        return summary_metrics(result), {
-            "sweep.md": markdown(result),
-            "sweep.json": json.dumps(as_json(result), indent=2),
-        }
+        texts = {"sweep.md": markdown(result), "sweep.json": json.dumps(as_json(result), indent=2)}
+        return Summary(summary_metrics(result), texts)
 
     device = resolved.settings.device
     n = resolve_workers(workers, device, len(children))
-    out = fan_out(parent, children, summarize, keep_going=True, console=console, workers=n, device=device)
+    out = fan_out(
+        children, parent=parent, summarize=summarize, keep_going=True, what="sweep", primary=primary,
+        console=console, workers=n, device=device, executor=executor,
+    )  # fmt: skip
     result.status = out.status
     return result
 

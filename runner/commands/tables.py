@@ -8,7 +8,7 @@ from rich.table import Table
 
 from runner.config import Registry, ResolvedConfig, config_fields, type_name
 from runner.hookspecs import PLUGIN_API_VERSION
-from runner.plugins import PluginManager
+from runner.runs.plugins import PluginManager
 from runner.version import __version__
 
 if TYPE_CHECKING:

@@ -17,20 +17,21 @@ def tsne_for_run(run_id: str, points: int, data_root: str | None) -> list[str]:
     """t-SNE of a finished adaptation run's model's features on its pair, logged to the run."""
     from runner.batches import batches
     from runner.config import SavedConfig
-    from runner.plan import resolve_with
-    from runner.plugins import get_manager
-    from runner.prepare import load_domains
+    from runner.runs.plan import resolve_with
+    from runner.runs.plugins import get_manager
+    from runner.runs.prepare import load_domains
     from runner.tracking import Tracker
 
     tracker = Tracker()
-    rec = tracker.record(run_id)
-    saved = SavedConfig.from_dict(tracker.config_of(run_id))
+    store = tracker.store
+    rec = store.record(run_id)
+    saved = SavedConfig.from_dict(store.config_of(run_id))
     task = saved.task
     if not task.is_pair:
         raise Hw3Error(f"run {run_id} is not an adaptation run (it has no source:target pair)")
     from runner.adapt.networks import FromUnitRange
 
-    model = tracker.load_model(run_id, FromUnitRange.from_spec)
+    model = store.load_model(run_id, FromUnitRange.from_spec)
     if not isinstance(model, FeatureModel):
         raise Hw3Error(f"run {run_id}: its model has no embed() for features; it is not an hw3 classifier")
     manager = get_manager()

@@ -1,6 +1,6 @@
 """One `hw3 run`: plan -> prepare (data, method, context) -> open the run record -> engine.
 
-The data flows one way, and each step is done once: `runner.plan` decides, `runner.prepare`
+The data flows one way, and each step is done once: `runner.runs.plan` decides, `runner.runs.prepare`
 builds, the tracker's `open` is the only place the MLflow run begins and ends, `engine.fit` trains.
 Nothing here knows a particular method or dataset.
 """
@@ -17,15 +17,15 @@ from rich.console import Console
 from runner import record
 from runner.config import ResolvedConfig
 from runner.errors import RunInterrupted
-from runner.plan import Plan, RunRequest, make_plan
-from runner.plugins import get_manager
+from runner.runs.plan import Plan, RunRequest, make_plan
+from runner.runs.plugins import get_manager
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from runner.devices import Compute
     from runner.engine import EarlyStop
-    from runner.prepare import Prepared
+    from runner.runs.prepare import Prepared
     from runner.tracking import RunHandle, Tracker
 
 __all__ = ["RunRequest", "RunResult", "execute"]
@@ -63,15 +63,14 @@ def execute(
     from runner.devices import choose_compute, describe, pick_device
     from runner.distributed import broadcast_object, init, shutdown
     from runner.engine import StopFlag, fit
-    from runner.prepare import prepare
+    from runner.runs.prepare import prepare
     from runner.sinks import NullSink
-    from runner.tracking import Tracker, reap_orphans
+    from runner.tracking import Tracker
 
     console = console or Console()
     manager = get_manager()
     tracker = Tracker()
-    reap_orphans(tracker, console)
-    plan = req if isinstance(req, Plan) else make_plan(req, manager, tracker)
+    plan = req if isinstance(req, Plan) else make_plan(req, manager, tracker.store)
     s = plan.resolved.settings
     device = pick_device(s.device)
     compute = choose_compute(device, s.precision, s.channels_last, s.cuda_graphs)
@@ -142,7 +141,7 @@ def execute(
         history=fitted.history,
         stopped_early=fitted.stopped_early,
         plan=plan,
-        link=tracker.link(handle.experiment_id) if handle else "",
+        link=tracker.store.link(handle.experiment_id) if handle else "",
     )
 
 
@@ -150,6 +149,7 @@ def run_record(ready: Prepared, compute: Compute) -> record.RunRecord:
     """What the run is, as MLflow will hold it."""
     from runner.checkpoint import checkpoint_path, process_tag
     from runner.devices import describe
+    from runner.scheduler import job_tag
 
     plan, ctx = ready.plan, ready.ctx
     req = plan.request
@@ -167,6 +167,7 @@ def run_record(ready: Prepared, compute: Compute) -> record.RunRecord:
         device=describe(ctx.device),
         compute=compute.describe(),
         process=process_tag(),  # a later hw3 command marks the run KILLED if this process dies unsaid
+        slurm_job=job_tag(),
         settings=record.RunRecord.resumable(plan.resolved),
     )
 

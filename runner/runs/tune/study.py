@@ -1,5 +1,5 @@
 """The Optuna study behind `hw3 tune`: its storage, what it searches, and how its trials stand.
-The loop a worker runs over it is `runner.tune.worker`.
+The loop a worker runs over it is `runner.runs.tune.worker`.
 
 Any number of workers, in one `hw3 tune` or in several on many machines, share a study through
 its storage (a SQLite file by default, PostgreSQL for several machines). Each worker takes the
@@ -28,22 +28,22 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runner import record
 from runner.errors import ConfigError
-from runner.tune.space import Dimension, space_text
+from runner.runs.tune.space import Dimension, space_text
 
 if TYPE_CHECKING:
     import optuna
 
 
-# Study and trial attributes (their names are in runner/record.py with every other hw3 name).
-ATTR_SEARCH = record.STUDY_SEARCH
-ATTR_PARENT = record.STUDY_PARENT
-ATTR_DEFAULTS = record.TRIAL_DEFAULTS
-ATTR_SURPLUS = record.TRIAL_SURPLUS
-ATTR_RUNS = record.TRIAL_RUNS
-ATTR_RETRY_OF = record.TRIAL_RETRY_OF
-ATTR_WORKER = record.TRIAL_WORKER
+# The attributes hw3 writes on an Optuna study and its trials: Optuna's names, kept in its store
+# (the MLflow schema is runner/record.py).
+ATTR_SEARCH = "hw3.search"  # what a study searches, in words: a second `hw3 tune` must ask the same
+ATTR_PARENT = "hw3.parent_run_id"  # the MLflow parent run of the study's trials
+ATTR_DEFAULTS = "hw3.defaults"  # on the trial that holds the defaults' values
+ATTR_SURPLUS = "hw3.surplus"  # on a trial asked for after the study had its count: it never trained
+ATTR_RUNS = "hw3.runs"  # a trial's MLflow runs, one per seed
+ATTR_RETRY_OF = "hw3.retry_of"  # on a trial queued again after Ctrl-C stopped the one it repeats
+ATTR_WORKER = "hw3.worker"  # HOST:PID of the process that runs (or ran) a trial
 SURPLUS_NOTE = "surplus: the study already had its trials; this one never trained"
 
 

@@ -28,7 +28,7 @@ from runner.adapt.selection import LAST
 from runner.errors import Hw3Error
 
 if TYPE_CHECKING:
-    from runner.tracking import Tracker
+    from runner.store import Store
     from runner.validator import StudyValidator, Validator
 
 ORACLE = "oracle"
@@ -95,27 +95,23 @@ class RealityCheck:
         return [t for t in self.trials if not t.pruned]
 
 
-def trial_rows(tracker: Tracker, study: str) -> list[TrialRow]:
+def trial_rows(tracker: Store, study: str) -> list[TrialRow]:
     """The study's trials, from their finished runs in this MLflow store, grouped by trial number."""
     runs = tracker.search(f"tags.`{record.STUDY}` = '{study}'", status="FINISHED")
     by_trial: dict[int, list[Any]] = defaultdict(list)
+    tags: dict[int, record.TrialTags] = {}
     for run in runs:
-        number = run.data.tags.get(record.TRIAL)
-        if number is not None and number.isdigit():
-            by_trial[int(number)].append(run)
+        trial = record.TrialTags.from_tags(run.data.tags)
+        if trial is not None:
+            by_trial[trial.number].append(run)
+            tags.setdefault(trial.number, trial)
     rows = []
     for number, group in sorted(by_trial.items()):
-        first = group[0]
-        setting = {
-            k.removeprefix(record.GRID_PREFIX): v
-            for k, v in first.data.tags.items()
-            if k.startswith(record.GRID_PREFIX)
-        }
         row = TrialRow(
             number,
-            setting,
+            dict(tags[number].values),
             [r.info.run_id for r in group],
-            defaults=first.data.tags.get(record.DEFAULTS_TRIAL) == "true",
+            defaults=tags[number].defaults,
             pruned=any(record.STOPPED_EARLY in r.data.tags for r in group),
         )
         names = {
@@ -135,7 +131,7 @@ def trial_rows(tracker: Tracker, study: str) -> list[TrialRow]:
 
 
 def candidate_scores(
-    tracker: Tracker, validator: StudyValidator, runs: dict[int, list[str]], *, skip_unreadable: bool = False
+    tracker: Store, validator: StudyValidator, runs: dict[int, list[str]], *, skip_unreadable: bool = False
 ) -> dict[int, float]:
     """Each trial's score by a study-level validator, its candidates the last epoch of every run in
     `runs` (trial number -> its run IDs) that saved target validation predictions: runs predicting
@@ -172,7 +168,7 @@ def candidate_scores(
     return {n: statistics.fmean(v) for n, v in per_trial.items()}
 
 
-def score_together(tracker: Tracker, trials: list[TrialRow], validators: dict[str, Validator]) -> list[str]:
+def score_together(tracker: Store, trials: list[TrialRow], validators: dict[str, Validator]) -> list[str]:
     """Replace, in `trials`, each study-level validator's per-run figures by its score of every
     finished trial against the others (its accuracy: the trial's last epoch's); returns their names."""
     from runner.validator import is_study_level
@@ -231,7 +227,7 @@ def _best(trials: list[TrialRow], name: str) -> TrialRow | None:
     return max(scored, key=lambda t: (t.score[name], -t.number)) if scored else None
 
 
-def build(tracker: Tracker, parent_run_id: str) -> RealityCheck:
+def build(tracker: Store, parent_run_id: str) -> RealityCheck:
     """The reality check of the tune whose parent run is `parent_run_id`."""
     parent = tracker.find_run(parent_run_id, "--tune")
     if parent.data.tags.get(record.TUNE) != "true":
@@ -244,9 +240,9 @@ def build(tracker: Tracker, parent_run_id: str) -> RealityCheck:
     return check_study(tracker, parent_run_id, parent.data.tags.get(record.SELECT, ""), trials)
 
 
-def check_study(tracker: Tracker, parent_run_id: str, select: str, trials: list[TrialRow]) -> RealityCheck:
+def check_study(tracker: Store, parent_run_id: str, select: str, trials: list[TrialRow]) -> RealityCheck:
     """`check` over the registered validators, the study-level ones scoring the trials together."""
-    from runner.plugins import get_manager
+    from runner.runs.plugins import get_manager
 
     validators = {name: reg.obj for name, reg in get_manager().validators().items()}
     together = score_together(tracker, trials, validators)

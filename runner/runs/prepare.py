@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from runner.devices import Compute
     from runner.distributed import Dist
     from runner.method import Method
-    from runner.plan import Plan
-    from runner.plugins import PluginManager
+    from runner.runs.plan import Plan
+    from runner.runs.plugins import PluginManager
     from runner.validator import Validator
 
 

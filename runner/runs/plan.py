@@ -17,8 +17,8 @@ from runner.errors import ConfigError, Hw3Error
 if TYPE_CHECKING:
     from runner.checkpoint import TrainState
     from runner.method import Method
-    from runner.plugins import PluginManager
-    from runner.tracking import Tracker
+    from runner.runs.plugins import PluginManager
+    from runner.store import Store
 
 
 @dataclass
@@ -82,16 +82,16 @@ class Plan:
         return self.method_cls(self.resolved.method_config)
 
 
-def make_plan(req: RunRequest, manager: PluginManager, tracker: Tracker | None = None) -> Plan:
+def make_plan(req: RunRequest, manager: PluginManager, tracker: Store | None = None) -> Plan:
     """Resolve and check everything a run needs before any work starts. A resume reads the run's
     record and checkpoint through `tracker` (one is opened when none is given)."""
     method_cls = manager.method(req.method)
     reg = manager.methods()[req.method]
     registry = load_registry()
     if req.resume:
-        from runner.tracking import Tracker
+        from runner.store import reader
 
-        resolved, resume = _plan_resume(req, manager, method_cls, registry, tracker or Tracker())
+        resolved, resume = _plan_resume(req, manager, method_cls, registry, tracker or reader())
         return Plan(req, method_cls, reg.plugin, reg.package, registry, resolved, resume)
     task = plan_task(req, method_cls, registry)
     resolved = resolve_with(manager, method_cls, task, preset=req.preset, overrides=req.overrides, registry=registry)
@@ -160,7 +160,7 @@ def run_name(resolved: ResolvedConfig, overrides: list[tuple[str, Any]] | None =
 
 
 def _plan_resume(
-    req: RunRequest, manager: PluginManager, method_cls: type[Method], registry: Registry, tracker: Tracker
+    req: RunRequest, manager: PluginManager, method_cls: type[Method], registry: Registry, tracker: Store
 ) -> tuple[ResolvedConfig, Resume]:
     """The config and checkpoint of the run being resumed. The checkpoint is found from the
     run's own checkpoint folder (an immutable param) and ID, never from an editable tag."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runner.tune.reality import ORACLE, RealityCheck, Verdict
+from runner.runs.tune.reality import ORACLE, RealityCheck, Verdict
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

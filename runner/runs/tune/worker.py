@@ -1,7 +1,7 @@
 """One worker's loop over a study's trials (`hw3 tune`): take the next trial, run it as an
 `hw3 run` per seed with a pruner asked after each epoch, tell the study, until the study holds
 the trials asked for. What keeps several workers, on one machine or many, from running a trial
-twice or leaving one behind is in `runner.tune.study`'s docstring."""
+twice or leaving one behind is in `runner.runs.tune.study`'s docstring."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from rich.markup import escape
 
 from runner import record
 from runner.errors import Hw3Error, RunFailed, RunInterrupted
-from runner.plan import RunRequest
-from runner.tune.space import Dimension, as_override
-from runner.tune.study import (
+from runner.runs.plan import RunRequest
+from runner.runs.tune.space import Dimension, as_override
+from runner.runs.tune.study import (
     ATTR_DEFAULTS,
     ATTR_RETRY_OF,
     ATTR_RUNS,
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import optuna
 
     from runner.context import RunContext
+    from runner.runs.pool import Placement
 
 
 @dataclass
@@ -134,8 +135,8 @@ def _surplus(trial: optuna.Trial, wanted: int) -> bool:
 def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerLog, current: list[Any]) -> float:
     import optuna
 
-    from runner.plugins import get_manager
-    from runner.run import execute
+    from runner.runs.execute import execute
+    from runner.runs.plugins import get_manager
     from runner.validator import is_study_level
 
     if _surplus(trial, job.trials):
@@ -163,8 +164,9 @@ def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerL
             parent_run_id=job.parent_run_id,
             experiment=job.experiment,
             run_name=f"{job.run_name} trial {trial.number} seed {seed}",
-            sweep_setting={k: as_override(v) for k, v in values.items()},  # tagged, and kept out of hw3 report
-            trial=record.TrialTags(job.study, trial.number, defaults),
+            trial=record.TrialTags(
+                job.study, trial.number, defaults, {k: str(as_override(v)) for k, v in values.items()}
+            ),
         )
         try:
             result = execute(
@@ -198,16 +200,16 @@ def _score_together(trial: optuna.Trial, select: str, runs: list[str]) -> float:
     every finished trial against all of them again; its table, not this value, is the choice."""
     from optuna.trial import TrialState
 
-    from runner.plugins import get_manager
-    from runner.tracking import Tracker
-    from runner.tune.reality import candidate_scores
+    from runner.runs.plugins import get_manager
+    from runner.runs.tune.reality import candidate_scores
+    from runner.store import reader
 
     done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     candidates = {t.number: list(t.user_attrs.get(ATTR_RUNS, [])) for t in done if t.number != trial.number}
     candidates[trial.number] = runs
     validator = get_manager().validator(select, "--select")
     # Trials of other workers whose runs this MLflow store does not hold are left out.
-    value = candidate_scores(Tracker(), validator, candidates, skip_unreadable=True).get(trial.number)
+    value = candidate_scores(reader(), validator, candidates, skip_unreadable=True).get(trial.number)
     if value is None or value != value:
         raise RunFailed(f"runs {', '.join(runs)} saved no target validation predictions for validator '{select}'")
     return value
@@ -242,6 +244,27 @@ def _say(console: Console, log: WorkerLog, line: str) -> None:
 
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@dataclass
+class TuneWork:
+    """One tune worker as work for the pool (`runner.runs.pool`) or a Slurm task: in a process of
+    its own it takes that process's share of the threads and its GPU, prints a line per trial as
+    it ends, and (in the pool) starts no new trial once the `hw3 tune` that spawned it is gone."""
+
+    job: TuneJob
+
+    def __call__(self, place: Placement) -> WorkerLog:
+        if not place.pooled:
+            return run_worker(self.job, place.console, place.should_stop)
+        job = dataclasses.replace(
+            self.job, threads=place.threads, device=place.device, quiet=True, parent_pid=place.parent_pid
+        )
+        return run_worker(job, Console(soft_wrap=True), place.should_stop)
+
+    def under(self, parent_run_id: str, experiment: str) -> TuneWork:
+        """The same worker, its trials' runs children of `parent_run_id`."""
+        return TuneWork(dataclasses.replace(self.job, parent_run_id=parent_run_id, experiment=experiment))
 
 
 def run_worker(

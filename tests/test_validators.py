@@ -4,6 +4,7 @@ registration contract, and a third party's validator logged by runs, chosen by, 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -177,7 +178,7 @@ def test_a_third_party_validator_is_listed_logged_selected_and_never_sees_target
         assert result.exit_code == 0, result.output
     assert len(Seen.got) == 2 and all(d.target_labels is None for d in Seen.got)
     assert all(d.source_labels is not None and len(d.target.logits) == len(d.target.features) for d in Seen.got)
-    run_id = result.output.split(" run ")[1].split()[0]
+    run_id = re.search(r"\brun ([0-9a-f]{32})\s+experiment", result.output).group(1)  # the run's header line
     metrics = client.get_run(run_id).data.metrics
     assert [m.value for m in client.get_metric_history(run_id, "validator/zeros")] == [
         pytest.approx(float((d.target.logits.argmax(1) == 0).float().mean())) for d in Seen.got
@@ -350,7 +351,7 @@ def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_amon
         assert listed.exit_code == 0 and "agrees_last" in listed.output and "candidates together" in listed.output
         result = CliRunner().invoke(app, ["run", "dann", *TINY])
         assert result.exit_code == 0, result.output
-    run_id = result.output.split(" run ")[1].split()[0]
+    run_id = re.search(r"\brun ([0-9a-f]{32})\s+experiment", result.output).group(1)  # the run's header line
     run = client.get_run(run_id)
     saved = decode_predictions(reader().read_bytes(run_id, record.TARGET_VAL_PREDICTIONS) or b"")
     assert saved.epochs == [1, 2] and saved.probs.dtype == "float16" and saved.probs.shape[0] == 2

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ci_service
 
 from runner.errors import ConfigError
 
@@ -43,15 +44,7 @@ def slurm() -> str:
     if os.environ.get("SLURM_CONF") and works():
         return os.environ["SLURM_CONF"]
     why = "no Slurm cluster: set SLURM_CONF to a running one's slurm.conf, or run as root where .ci/slurm can start one"
-    if os.geteuid() == 0:
-        made = subprocess.run(["bash", str(ROOT / ".ci" / "slurm")], capture_output=True, text=True, timeout=600)
-        if made.returncode == 0 and made.stdout.strip():
-            os.environ["SLURM_CONF"] = made.stdout.strip()
-            return made.stdout.strip()
-        why += f" (.ci/slurm: {made.stderr.strip()[-300:]})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(why)
-    pytest.skip(why)
+    return ci_service("SLURM_CONF", "slurm", why)
 
 
 def hw3(tmp_path: Path, *args: str, wait: bool = True, timeout: float = 600) -> Any:

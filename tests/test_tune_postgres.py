@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import ci_service
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 12
@@ -28,15 +29,7 @@ def postgres_url() -> str:
     if url:
         return url
     why = "no PostgreSQL: set HW3_TEST_POSTGRES=postgresql://... or run as root where .ci/postgres can start one"
-    if os.geteuid() == 0:
-        made = subprocess.run(["bash", str(ROOT / ".ci" / "postgres")], capture_output=True, text=True, timeout=600)
-        if made.returncode == 0 and made.stdout.strip():
-            os.environ["HW3_TEST_POSTGRES"] = made.stdout.strip()
-            return made.stdout.strip()
-        why += f" (.ci/postgres: {made.stderr.strip()[-300:]})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(why)
-    pytest.skip(why)
+    return ci_service("HW3_TEST_POSTGRES", "postgres", why)
 
 
 def wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -> None:

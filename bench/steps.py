@@ -338,4 +338,8 @@ def _why(f: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # stopped at a caller's time limit (bench/gpu.sh): the rows so far stand
+        print("stopped (Ctrl-C); the rows above are the measured ones", flush=True)
+        sys.exit(130)

@@ -222,33 +222,9 @@ def resolve(
     origins = dict.fromkeys(values, "default")
     name = method_cls.name
 
-    layers: list[tuple[str, dict[str, Any]]] = [(f"{registry.path.name} [defaults]", registry.defaults)]
-    for ds in task.datasets:
-        if own_defaults := (dataset_defaults or {}).get(ds):
-            layers.append((f"dataset {ds}'s defaults", dict(own_defaults)))
-        if ds in registry.datasets:
-            own = (dataset_options or {}).get(ds, set())
-            table = {k: v for k, v in registry.datasets[ds].items() if k not in own}
-            layers.append((f"{registry.path.name} [datasets.{ds}]", table))
-    if task.pair in registry.pairs:
-        table = {k: v for k, v in registry.pairs[task.pair].items() if k not in ("description", "methods")}
-        layers.append((f'{registry.path.name} [pairs."{task.pair}"]', table))
-    if method_cls.run_defaults:
-        layers.append((f"method {name}'s defaults", dict(method_cls.run_defaults)))
-    if name in registry.methods:
-        layers.append((f"{registry.path.name} [methods.{name}]", registry.methods[name]))
-    if task.pair in registry.pairs and name in registry.pairs[task.pair].get("methods", {}):
-        table = registry.pairs[task.pair]["methods"][name]
-        layers.append((f'{registry.path.name} [pairs."{task.pair}".methods.{name}]', table))
-    if preset:
-        if preset not in registry.presets:
-            raise ConfigError(f"unknown preset '{preset}'{choices_hint(preset, list(registry.presets))}")
-        table = dict(registry.presets[preset])
-        per_method = table.pop("methods", {})
-        table.pop("description", None)
-        layers.append((f"preset '{preset}'", table))
-        if name in per_method:  # [presets.P.methods.M]: what the preset means for this method
-            layers.append((f"preset '{preset}' [methods.{name}]", per_method[name]))
+    layers = _layers(
+        name, dict(method_cls.run_defaults or {}), registry, task, preset, dataset_options or {}, dataset_defaults or {}
+    )
     layers.append(("--set", dict(overrides or [])))
 
     for where, table in layers:
@@ -267,6 +243,48 @@ def resolve(
     settings, config = RunSettings(**run_values), method_cls.Config(**method_values)
     method_cls.check_config(config, settings)
     return ResolvedConfig(method=name, settings=settings, method_config=config, task=task, origins=origins)
+
+
+def _layers(
+    name: str,
+    method_run_defaults: dict[str, Any],
+    registry: Registry,
+    task: Task,
+    preset: str | None,
+    dataset_options: dict[str, set[str]],
+    dataset_defaults: dict[str, dict[str, Any]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """The tables that set a run's config, each named as a message would, later ones winning:
+    registry defaults, each dataset's, the pair's, the method's, the pair's for the method, the
+    preset's (and its per-method table); `--set` goes on top of these."""
+    layers: list[tuple[str, dict[str, Any]]] = [(f"{registry.path.name} [defaults]", registry.defaults)]
+    for ds in task.datasets:
+        if own_defaults := dataset_defaults.get(ds):
+            layers.append((f"dataset {ds}'s defaults", dict(own_defaults)))
+        if ds in registry.datasets:
+            own = dataset_options.get(ds, set())
+            table = {k: v for k, v in registry.datasets[ds].items() if k not in own}
+            layers.append((f"{registry.path.name} [datasets.{ds}]", table))
+    if task.pair in registry.pairs:
+        table = {k: v for k, v in registry.pairs[task.pair].items() if k not in ("description", "methods")}
+        layers.append((f'{registry.path.name} [pairs."{task.pair}"]', table))
+    if method_run_defaults:
+        layers.append((f"method {name}'s defaults", dict(method_run_defaults)))
+    if name in registry.methods:
+        layers.append((f"{registry.path.name} [methods.{name}]", registry.methods[name]))
+    if task.pair in registry.pairs and name in registry.pairs[task.pair].get("methods", {}):
+        table = registry.pairs[task.pair]["methods"][name]
+        layers.append((f'{registry.path.name} [pairs."{task.pair}".methods.{name}]', table))
+    if preset:
+        if preset not in registry.presets:
+            raise ConfigError(f"unknown preset '{preset}'{choices_hint(preset, list(registry.presets))}")
+        table = dict(registry.presets[preset])
+        per_method = table.pop("methods", {})
+        table.pop("description", None)
+        layers.append((f"preset '{preset}'", table))
+        if name in per_method:  # [presets.P.methods.M]: what the preset means for this method
+            layers.append((f"preset '{preset}' [methods.{name}]", per_method[name]))
+    return layers
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:

@@ -106,26 +106,10 @@ def fit(
     `early_stop` may end the run after any epoch (`EarlyStop`); the reason is tagged on the run."""
     loop = _Loop(method, ctx, sink, hooks or NoHooks(), console or Console(), resume)
     status = "FAILED"
-    clock = loop.clock
     try:
         with contextlib.ExitStack() as stack:
             stop = stop or stack.enter_context(StopFlag(loop.console))
-            with clock("setup"):
-                loop.setup()
-            with Reporter(loop.console, ctx.settings.epochs, ctx.steps_per_epoch, ctx.step) as report:
-                while ctx.epoch < ctx.settings.epochs:
-                    with clock("train"):
-                        loop.train_epoch(stop, report)
-                    with clock("evaluate"):
-                        metrics = loop.evaluate_epoch()
-                    loop.end_epoch(metrics, stop, report)
-                    if early_stop is not None and ctx.epoch < ctx.settings.epochs:
-                        loop.stopped_early = loop.ask(early_stop, metrics)
-                        if loop.stopped_early:
-                            break
-            stop.finishing = True
-            with clock("finish"):
-                loop.finish()
+            loop.run(stop, early_stop)
         status = "FINISHED"
     except RunInterrupted as exc:
         status = "KILLED"
@@ -151,13 +135,7 @@ def fit(
             f"traceback saved as error.txt in run {ctx.run_id}"
         ) from exc
     finally:
-        try:
-            if ctx.dist.is_main:
-                loop.hooks.run_end(ctx, status, loop.metrics)
-        except Hw3Error as exc:
-            if status == "FINISHED":
-                raise
-            loop.console.print(f"[yellow]warning: {exc}")
+        loop.run_end(status)
     steps = ctx.step - loop.first_step
     return FitResult(status, loop.metrics, loop.history, dict(loop.seconds), steps, loop.stopped_early)
 
@@ -192,6 +170,38 @@ class _Loop:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def run(self, stop: StopFlag, early_stop: EarlyStop | None) -> None:
+        """The phases in order: setup, the remaining epochs (train, evaluate, end of epoch, the
+        early-stop question), then the finish."""
+        ctx, clock = self.ctx, self.clock
+        with clock("setup"):
+            self.setup()
+        with Reporter(self.console, ctx.settings.epochs, ctx.steps_per_epoch, ctx.step) as report:
+            while ctx.epoch < ctx.settings.epochs:
+                with clock("train"):
+                    self.train_epoch(stop, report)
+                with clock("evaluate"):
+                    metrics = self.evaluate_epoch()
+                self.end_epoch(metrics, stop, report)
+                if early_stop is not None and ctx.epoch < ctx.settings.epochs:
+                    self.stopped_early = self.ask(early_stop, metrics)
+                    if self.stopped_early:
+                        break
+        stop.finishing = True
+        with clock("finish"):
+            self.finish()
+
+    def run_end(self, status: str) -> None:
+        """The run-end hook with the run's status, whatever happened; its own error matters only
+        when the run finished (otherwise the run's error is the one to show)."""
+        try:
+            if self.ctx.dist.is_main:
+                self.hooks.run_end(self.ctx, status, self.metrics)
+        except Hw3Error as exc:
+            if status == "FINISHED":
+                raise
+            self.console.print(f"[yellow]warning: {exc}")
 
     # -- phases ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -314,8 +324,12 @@ class _Loop:
             model = method.inference_model()
             if model is not None:
                 self.sink.log_model(model, method.inference_example(ctx), step=ctx.epoch)
-            if final:  # after the model: the tracker links them to it
-                self.sink.log_metrics(final, ctx.epoch)
+            picked, summary = record.split_selection(final)
+            if picked:  # tags and a table: as one-point metrics they would come before the curves
+                self.sink.set_tags(record.selection_tags(picked))
+                self.sink.log_table(record.selection_table(picked), record.SELECTION_TABLE)
+            if summary:  # after the model: the tracker links them to it
+                self.sink.log_metrics(summary, ctx.epoch)
 
     # -- helpers -----------------------------------------------------------------------------
     def _flush(self, stop: bool = False) -> bool:

@@ -62,6 +62,10 @@ STOPPED_EARLY = "hw3.stopped_early"  # why a run ended before its last epoch (a 
 SUITE = "hw3.suite"
 SUITE_ITEM = "hw3.suite.item"
 SUITE_SETTINGS = "hw3.suite.settings"  # digest of a suite's preset, overrides and data root
+# The epoch each selection protocol picks, one tag a protocol: `hw3.selected/im` = "epoch=12
+# score=1.45 target_acc=0.912". Tags, not metrics: one-point charts would bury the run page's curves.
+SELECTED_PREFIX = "hw3.selected/"
+SELECTION_TABLE = "tables/selection.json"  # the same as one table in the run's artifacts
 
 # -- params (write-once) ---------------------------------------------------------------------------
 CHECKPOINT_DIR = "hw3.checkpoint_dir"  # absolute; resume reads this, never the editable tag
@@ -80,11 +84,52 @@ MLFLOW_SOURCE_NAME = "mlflow.source.name"  # "Source": the command that made the
 MLFLOW_SOURCE_TYPE = "mlflow.source.type"
 MLFLOW_NOTE = "mlflow.note.content"  # the run's description in the UI
 SHARED_VIEW = "mlflow.sharedViewState."  # + a key: a runs-table view the UI opens by link
-EXPERIMENT_KIND = "mlflow.experimentKind"  # which view the UI opens an experiment in
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the view older MLflow 3 UIs open; 3.18 reads the link's workflowType
 TRAINING_KIND = "custom_model_development"  # the training view, not MLflow 3's GenAI one
 
 # Run settings that a `--resume` may change: tags, not params.
 RESUMABLE = ("epochs", "device", "eval_batch_size", "log_every")
+
+
+SELECTED = "selected/"  # a run's summary names them `selected/<protocol>/...`, as `hw3 report` reads them
+
+
+def split_selection(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """A run's final figures as (the selection's `selected/...` ones, the rest)."""
+    picked = {k: v for k, v in metrics.items() if k.startswith(SELECTED)}
+    return picked, {k: v for k, v in metrics.items() if k not in picked}
+
+
+def selection_tags(picked: dict[str, float]) -> dict[str, str]:
+    """One tag per protocol, its figures as `key=value` words (read back by `selection`)."""
+    by_protocol: dict[str, list[str]] = {}
+    for key, value in picked.items():
+        protocol, _, what = key.removeprefix(SELECTED).partition("/")
+        shown = str(int(value)) if what == "epoch" else repr(float(value))
+        by_protocol.setdefault(protocol, []).append(f"{what}={shown}")
+    return {SELECTED_PREFIX + protocol: " ".join(words) for protocol, words in by_protocol.items()}
+
+
+def selection_table(picked: dict[str, float]) -> dict[str, Any]:
+    """One row per protocol: the epoch it picks, its score there, and the figures at that epoch."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in picked.items():
+        protocol, _, what = key.removeprefix(SELECTED).partition("/")
+        rows.setdefault(protocol, {})[what] = value
+    columns = ["protocol", "epoch", "score", *sorted({w for r in rows.values() for w in r} - {"epoch", "score"})]
+    data = [[name, *(r.get(c) for c in columns[1:])] for name, r in rows.items()]
+    return {"columns": columns, "data": data}
+
+
+def selection(run: Any) -> dict[str, float]:
+    """A run's `selected/<protocol>/<figure>` values: from its tags, or from the metrics a run
+    logged before the selection became tags."""
+    out: dict[str, float] = {}
+    for protocol, words in _prefixed(run.data.tags, SELECTED_PREFIX).items():
+        for word in words.split():
+            what, _, value = word.partition("=")
+            out[f"{SELECTED}{protocol}/{what}"] = float(value)
+    return out or {k: v for k, v in run.data.metrics.items() if k.startswith(SELECTED)}
 
 
 def setting_tag(key: str) -> str:

@@ -10,6 +10,7 @@ from helpers import MethodsPlugin
 
 from plugins.methods.adda import Adda
 from plugins.methods.dann import annealed_lr, grl_lambda
+from runner import record
 from runner.adapt import grad_reverse, information_maximization, proxy_a_distance
 from runner.adapt.selection import select
 from runner.errors import RunInterrupted
@@ -92,15 +93,20 @@ def test_dann_run_logs_shared_metrics_protocols_and_tsne(client) -> None:
         "domain_acc",
         "proxy_a_distance",
         "step/loss/domain",
-        "selected/source_val/target_acc",
-        "selected/im/epoch",
-        "selected/oracle/target_acc",
-        "selected/dev/score",
         "source_val_acc",
         "target_val_acc",
         "train/lambda",
     ):
         assert key in metrics, key
+    picked = record.selection(run)  # each protocol's epoch: tags (and a table), not metrics
+    for key in (
+        "selected/source_val/target_acc",
+        "selected/im/epoch",
+        "selected/oracle/target_acc",
+        "selected/dev/score",
+    ):
+        assert key in picked and key not in metrics, key
+    assert picked["selected/im/target_acc"] == result.metrics["selected/im/target_acc"]
     assert 0 <= metrics["proxy_a_distance"] <= 2
     figures = {a.path for a in client.list_artifacts(result.run_id, "figures")}
     assert {"figures/tsne_class.png", "figures/tsne_domain.png", "figures/confusion_target.png"} <= figures

@@ -77,6 +77,25 @@ def test_a_record_reads_back_what_it_wrote() -> None:
     assert (odd.row, odd.processes, odd.seed, odd.task.pair) == (ReportRow("DANN", 1, 10), 1, None, "mnist:")
 
 
+def test_the_selection_reads_back_from_its_tags_and_from_metrics_of_older_runs() -> None:
+    picked = {"selected/last/epoch": 3.0, "selected/last/target_acc": 0.633, "selected/im/epoch": 2.0}
+    picked |= {"selected/im/score": 1.4539791, "selected/im/target_acc": 0.592}
+    tags = record.selection_tags(picked)
+    assert tags == {
+        "hw3.selected/last": "epoch=3 target_acc=0.633",
+        "hw3.selected/im": "epoch=2 score=1.4539791 target_acc=0.592",
+    }
+    run = SimpleNamespace(data=SimpleNamespace(tags=tags, metrics={"target_acc": 0.633}))
+    assert record.selection(run) == picked
+    table = record.selection_table(picked)
+    assert table["columns"] == ["protocol", "epoch", "score", "target_acc"]
+    assert table["data"] == [["last", 3.0, None, 0.633], ["im", 2.0, 1.4539791, 0.592]]
+    # A run logged before the selection became tags has it as metrics: hw3 report still reads it.
+    older = SimpleNamespace(data=SimpleNamespace(tags={}, metrics={**picked, "target_acc": 0.633}))
+    assert record.selection(older) == picked
+    assert record.split_selection({**picked, "proxy_a_distance": 1.9}) == (picked, {"proxy_a_distance": 1.9})
+
+
 def test_the_store_holds_what_a_person_should_see(client) -> None:
     first = quiet(RunRequest("baseline", overrides=[*TINY, ("lr", 0.003)]))
     resumed = quiet(RunRequest("baseline", resume=first.run_id, overrides=[("epochs", 2)]))
@@ -103,7 +122,10 @@ def test_the_store_holds_what_a_person_should_see(client) -> None:
     models = [m for m in models if m.source_run_id == first.run_id]
     assert sorted(m.tags.get("epochs") for m in models) == ["1", "2"]
     newest = max(models, key=lambda m: int(m.tags["epochs"]))
-    assert "selected/last/target_acc" in {m.key for m in newest.metrics or []}
+    assert "target_acc" in {m.key for m in newest.metrics or []}
+    # The selection is tags and a table: the run page's metric charts are its curves.
+    assert record.selection(run)["selected/last/target_acc"] == run.data.metrics["target_acc"]
+    assert not any(k.startswith("selected/") for k in run.data.metrics)
     # The experiment opens in the training view, its runs table showing the headline metrics.
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.tags[record.EXPERIMENT_KIND] == record.TRAINING_KIND

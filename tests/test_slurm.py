@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,45 @@ def test_no_wait_submits_and_returns_and_a_later_run_collects_without_submitting
     later = hw3(tmp_path, *suite_args(short))
     assert later.returncode == 0 and later.stdout.count("finished earlier") == 2, later.stdout
     assert "| FINISHED |" not in (tmp_path / "reports" / "pair" / "report.md").read_text().replace("reused", "")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    if url := os.environ.get("HW3_TEST_POSTGRES"):
+        return url
+    why = "no PostgreSQL: set HW3_TEST_POSTGRES=postgresql://... or run as root where .ci/postgres can start one"
+    return ci_service("HW3_TEST_POSTGRES", "postgres", why)
+
+
+def test_tune_workers_as_slurm_tasks_share_one_postgres_study_with_no_trial_twice(
+    slurm: str, postgres_url: str, tmp_path: Path
+) -> None:
+    import mlflow
+    import optuna
+    from optuna.trial import TrialState
+
+    from runner import record
+
+    make_store(tmp_path)
+    name = f"slurm-{uuid.uuid4().hex[:8]}"
+    tiny = ["epochs=2", "train_subset=128", "test_subset=100", "tsne_points=0"]
+    r = hw3(tmp_path, "tune", "baseline", "--space", "lr=3e-4..1e-2:log", "--trials", "4", "--workers", "2",
+            "--executor", "slurm", "--slurm", "cpus=1", "--storage", postgres_url, "--study", name,
+            *(f"--set={s}" for s in tiny))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    study = optuna.load_study(study_name=name, storage=postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    ended = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ended) == 4 and not [t for t in study.trials if t.state == TrialState.RUNNING]
+    # Two Slurm tasks took the trials between them; each trial ran once, as one MLflow run.
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    trials = client.search_runs(ids, filter_string=f"tags.`{record.STUDY}` = '{name}'")
+    trials = [t for t in trials if record.TRIAL in t.data.tags]
+    numbers = sorted(int(t.data.tags[record.TRIAL]) for t in trials)
+    assert numbers == sorted(t.number for t in ended) and len(set(numbers)) == 4, numbers
+    assert len({t.data.tags[record.SLURM_JOB] for t in trials}) == 2  # one array task per worker
+    assert all(t.info.status == "FINISHED" for t in trials)
+    assert "reality check" in r.stdout.lower() or "chosen" in r.stdout.lower(), r.stdout
 
 
 def test_a_wrong_partition_is_one_line_before_anything_is_submitted(slurm: str, tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def test_a_study_runs_its_trials_as_child_runs_and_ends_with_the_reality_check(c
         assert c.data.tags[record.MLFLOW_PARENT] == parent.info.run_id
         assert t.user_attrs["hw3.runs"] == [c.info.run_id]
         # The trial's value is the validator's score at the epoch it chose, as the run logged it.
-        assert t.value == pytest.approx(c.data.metrics["selected/im/score"])
+        assert t.value == pytest.approx(record.selection(c)["selected/im/score"])
         assert float(c.data.params["lr"]) == pytest.approx(t.params["lr"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"tune.md", "tune.json", "figures"} <= artifacts
@@ -113,8 +113,10 @@ def test_a_study_runs_its_trials_as_child_runs_and_ends_with_the_reality_check(c
     assert {"figures/tune_im.png", "figures/tune_oracle.png", "figures/tune_snd.png"} <= figures
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "tune.json", str(tmp_path))).read_text())
     oracle = next(v for v in table["validators"] if v["name"] == "oracle")
-    best_val = max(children, key=lambda c: (c.data.metrics["selected/oracle/score"], -int(c.data.tags[record.TRIAL])))
-    assert oracle["chosen_target_acc"] == pytest.approx(best_val.data.metrics["selected/oracle/target_acc"])
+    best_val = max(
+        children, key=lambda c: (record.selection(c)["selected/oracle/score"], -int(c.data.tags[record.TRIAL]))
+    )
+    assert oracle["chosen_target_acc"] == pytest.approx(record.selection(best_val)["selected/oracle/target_acc"])
     assert parent.data.metrics["tune/trials_finished"] == 3
 
     again = invoke("report", "--tune", parent.info.run_id, "--out", str(tmp_path / "rep"))
@@ -266,7 +268,7 @@ def test_a_study_chosen_by_ensv_scores_each_trial_against_those_before_it_and_ag
     assert {"ensv", "reverse", "im", "oracle"} <= set(verdicts) and all(v["says"] for v in verdicts.values())
     chosen = max(final, key=lambda n: (final[n], -n))
     assert verdicts["ensv"]["chosen_trial"] == chosen
-    last = client.get_run(runs[chosen][0]).data.metrics["selected/last/target_acc"]
+    last = record.selection(client.get_run(runs[chosen][0]))["selected/last/target_acc"]
     assert verdicts["ensv"]["chosen_target_acc"] == pytest.approx(last)
     assert {t["number"]: t["score"]["ensv"] for t in table["trials"]} == pytest.approx(final)
     assert "ensv (searched)" in result.output and "reverse" in result.output
@@ -285,6 +287,6 @@ def test_a_study_chosen_by_reverse_validation(client, tmp_path: Path) -> None:
     trials = study_of(f"sqlite:///{tmp_path / 'optuna.db'}", name).get_trials()
     for t in trials:
         run = client.get_run(t.user_attrs["hw3.runs"][0])
-        assert t.value == pytest.approx(run.data.metrics["selected/reverse/score"])
+        assert t.value == pytest.approx(record.selection(run)["selected/reverse/score"])
         assert t.intermediate_values  # a score each epoch: the pruner can read it
     assert "reverse (searched)" in result.output and "ensv" in result.output

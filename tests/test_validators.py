@@ -3,8 +3,10 @@ registration contract, and a third party's validator logged by runs, chosen by, 
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,11 +181,13 @@ def test_a_third_party_validator_is_listed_logged_selected_and_never_sees_target
     assert len(Seen.got) == 2 and all(d.target_labels is None for d in Seen.got)
     assert all(d.source_labels is not None and len(d.target.logits) == len(d.target.features) for d in Seen.got)
     run_id = re.search(r"\brun ([0-9a-f]{32})\s+experiment", result.output).group(1)  # the run's header line
-    metrics = client.get_run(run_id).data.metrics
+    run = client.get_run(run_id)
+    metrics = run.data.metrics
     assert [m.value for m in client.get_metric_history(run_id, "validator/zeros")] == [
         pytest.approx(float((d.target.logits.argmax(1) == 0).float().mean())) for d in Seen.got
     ]
-    assert "selected/zeros/target_acc" in metrics and "validator/oracle" in metrics and "validator/snd" in metrics
+    assert "selected/zeros/target_acc" in record.selection(run) and "validator/oracle" in metrics
+    assert "validator/snd" in metrics
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
     assert "figures/validators.png" in figures  # every validator's curve, its pick marked
 
@@ -340,7 +344,9 @@ class TogetherPlugin:
         register(AgreesWithLast())
 
 
-def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_among_its_epochs(client) -> None:
+def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_among_its_epochs(
+    client, tmp_path: Path
+) -> None:
     from runner.adapt.selection import decode_predictions
     from runner.adapt.validators import EnsembleValidation
     from runner.store import reader
@@ -362,11 +368,14 @@ def test_a_run_saves_its_target_predictions_and_selects_by_study_validators_amon
     # EnsV among the run's epochs, from what it saved; no per-epoch value (it has none).
     scores = EnsembleValidation().score_candidates([Candidate(torch.from_numpy(p).float()) for p in saved.probs])
     best = max(range(2), key=lambda i: (scores[i], i))
-    m = run.data.metrics
+    m = record.selection(run)  # tags, and one table, not one-point metrics before the curves
+    assert not any(k.startswith("selected/") for k in run.data.metrics)
+    table = json.loads(Path(client.download_artifacts(run_id, record.SELECTION_TABLE, str(tmp_path))).read_text())
+    assert {row[0] for row in table["data"]} >= {"last", "ensv", "reverse", "agrees_last", "im"}
     assert m["selected/ensv/epoch"] == best + 1 and m["selected/ensv/score"] == pytest.approx(scores[best])
     history = client.get_metric_history(run_id, "target_acc")
     assert m["selected/ensv/target_acc"] == pytest.approx(sorted(history, key=lambda h: h.step)[best].value)
-    assert "validator/ensv" not in m and not client.get_metric_history(run_id, "validator/ensv")
+    assert "validator/ensv" not in run.data.metrics and not client.get_metric_history(run_id, "validator/ensv")
     assert len(client.get_metric_history(run_id, "validator/reverse")) == 2 and "selected/reverse/epoch" in m
     # A third party's study validator: given the epochs' predictions once, at the end.
     assert len(AgreesWithLast.got) == 1 and [c.name for c in AgreesWithLast.got[0]] == ["epoch 1", "epoch 2"]

@@ -148,7 +148,7 @@ def build(
         values = {**run.data.params, **rec.settings}  # what a resume may change is a tag, `setting.KEY`
         if (pairs and pair not in pairs) or any(values.get(k) != v for k, v in filters or []):
             continue
-        value = run.data.metrics.get(metric, run.data.metrics.get("target_acc") if protocol == "last" else None)
+        value = record.selection(run).get(metric, run.data.metrics.get("target_acc") if protocol == "last" else None)
         if value is None:
             continue
         settings = {k: v for k, v in values.items() if k not in NOT_SETTINGS}

@@ -23,7 +23,10 @@ from runner.runs.plugins import get_manager
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import torch
+
     from runner.devices import Compute
+    from runner.distributed import Dist
     from runner.engine import EarlyStop
     from runner.runs.prepare import Prepared
     from runner.tracking import RunHandle, Tracker
@@ -44,7 +47,8 @@ class RunResult:
     steps: int = 0  # optimisation steps this call took
     history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
     plan: Plan | None = None
-    link: str = ""  # the run in the MLflow UI
+    link: str = ""  # the experiment's runs table in the MLflow UI
+    run_link: str = ""  # this run's page there
     stopped_early: str = ""  # why it ended before its last epoch, if it did
 
     @property
@@ -59,66 +63,25 @@ def execute(
     `early_stop` may end it after an epoch, finished (a tuner's pruner): `engine.fit` says how."""
     import torch
 
-    from runner.checkpoint import RunLock, checkpoint_path
-    from runner.devices import choose_compute, describe, pick_device
-    from runner.distributed import broadcast_object, init, shutdown
-    from runner.engine import StopFlag, fit
-    from runner.runs.prepare import prepare
-    from runner.sinks import NullSink
+    from runner.distributed import init, shutdown
     from runner.tracking import Tracker
 
     console = console or Console()
     manager = get_manager()
     tracker = Tracker()
     plan = req if isinstance(req, Plan) else make_plan(req, manager, tracker.store)
-    s = plan.resolved.settings
-    device = pick_device(s.device)
-    compute = choose_compute(device, s.precision, s.channels_last, s.cuda_graphs)
-    if device.type == "cuda" and device.index is not None:
-        # The current device too, so whatever asks for "cuda" (a generator, a plugin's tensor,
-        # synchronize) lands on this run's GPU, not GPU 0 (runs spread over GPUs by --workers).
-        torch.cuda.set_device(device)
+    device, compute = _device(plan)
     threads_before = torch.get_num_threads()
     dist, device = init(device)
-    handle = None
+    trained: _Training | None = None
     try:
         # Leaving this block with an exception passes it to every context entered in it: the run
         # record sees it and ends the run FAILED or KILLED, never FINISHED.
         with contextlib.ExitStack() as stack:
-            if plan.resume and dist.is_main:  # refused while another process still trains this run
-                stack.enter_context(RunLock(checkpoint_path(s.checkpoint_dir, plan.resume.run_id).parent))
-            if s.threads:
-                torch.set_num_threads(s.threads)
-            if not dist.is_main:  # rank 0 speaks, logs and checkpoints for the group
-                console = Console(file=io.StringIO())
-            with console.status("loading data (decoded once, then cached)"):
-                ready = prepare(plan, manager, device, dist, compute)
-            ctx = ready.ctx
-            # From the moment the MLflow run exists, Ctrl-C and SIGTERM stop it cleanly (KILLED, a checkpoint).
-            stop = stack.enter_context(StopFlag(console))
-            handle = stack.enter_context(_open(ready, tracker, compute)) if dist.is_main else None
-            ctx.run_id = broadcast_object(handle.run_id if handle else "", dist)
-            if dist.is_main and not plan.resume:
-                stack.enter_context(RunLock(checkpoint_path(s.checkpoint_dir, ctx.run_id).parent))
-            experiment = handle.experiment if handle else ""
-            where = describe(device) + (f" x {dist.world} processes" if dist.enabled else "")
-            head = f"[bold]{plan.request.method}[/] on {plan.task.label}  device {where}, {compute.describe()}"
-            console.print(f"{head}  run {ctx.run_id}  experiment {experiment}", highlight=False)
-            fitted = fit(
-                ready.method,
-                ctx,
-                tracker if dist.is_main else NullSink(),
-                hooks=manager,
-                console=console,
-                resume=plan.resume.state if plan.resume else None,
-                owner=plan.owner,
-                stop=stop,
-                early_stop=early_stop,
-            )
-            if handle is not None:  # the run page's description: its headline, in words
-                tracker.set_tags({record.MLFLOW_NOTE: headline(plan, fitted.metrics, ctx.epoch)})
+            trained = _Training(plan, tracker, console, dist, device, compute)
+            result = trained.run(stack, early_stop)
     except KeyboardInterrupt:  # a second Ctrl-C before training began: no checkpoint yet
-        run_id = handle.run_id if handle else ""
+        run_id = trained.handle.run_id if trained and trained.handle else ""
         stopped = RunInterrupted(
             f"interrupted before training started; run {run_id} is marked KILLED and has no checkpoint yet"
             if run_id
@@ -128,21 +91,98 @@ def execute(
     finally:
         shutdown(dist)
         torch.set_num_threads(threads_before)  # a caller in the same process (a sweep, a test) keeps its own
-    return RunResult(
-        ctx.run_id,
-        experiment,
-        fitted.status,
-        fitted.metrics,
-        tracker.uri,
-        str(checkpoint_path(s.checkpoint_dir, ctx.run_id)),
-        plan.resolved,
-        seconds=fitted.seconds,
-        steps=fitted.steps,
-        history=fitted.history,
-        stopped_early=fitted.stopped_early,
-        plan=plan,
-        link=tracker.store.link(handle.experiment_id) if handle else "",
-    )
+    return result
+
+
+def _device(plan: Plan) -> tuple[torch.device, Compute]:
+    """The run's device and how it computes there (precision, channels-last, CUDA graphs)."""
+    import torch
+
+    from runner.devices import choose_compute, pick_device
+
+    s = plan.resolved.settings
+    device = pick_device(s.device)
+    compute = choose_compute(device, s.precision, s.channels_last, s.cuda_graphs)
+    if device.type == "cuda" and device.index is not None:
+        # The current device too, so whatever asks for "cuda" (a generator, a plugin's tensor,
+        # synchronize) lands on this run's GPU, not GPU 0 (runs spread over GPUs by --workers).
+        torch.cuda.set_device(device)
+    return device, compute
+
+
+class _Training:
+    """One process's part of a run, inside the block whose exit ends the run record: data, the
+    record, the locks, the engine."""
+
+    def __init__(
+        self, plan: Plan, tracker: Tracker, console: Console, dist: Dist, device: torch.device, compute: Compute
+    ) -> None:
+        self.plan, self.tracker, self.dist, self.device, self.compute = plan, tracker, dist, device, compute
+        self.console = console if dist.is_main else Console(file=io.StringIO())  # rank 0 speaks for the group
+        self.handle: RunHandle | None = None
+
+    def run(self, stack: contextlib.ExitStack, early_stop: EarlyStop | None) -> RunResult:
+        import torch
+
+        from runner.checkpoint import RunLock, checkpoint_path
+        from runner.distributed import broadcast_object
+        from runner.engine import StopFlag, fit
+        from runner.runs.prepare import prepare
+        from runner.sinks import NullSink
+
+        plan, tracker, dist, console = self.plan, self.tracker, self.dist, self.console
+        s = plan.resolved.settings
+        if plan.resume and dist.is_main:  # refused while another process still trains this run
+            stack.enter_context(RunLock(checkpoint_path(s.checkpoint_dir, plan.resume.run_id).parent))
+        if s.threads:
+            torch.set_num_threads(s.threads)
+        with console.status("loading data (decoded once, then cached)"):
+            ready = prepare(plan, get_manager(), self.device, dist, self.compute)
+        ctx = ready.ctx
+        # From the moment the MLflow run exists, Ctrl-C and SIGTERM stop it cleanly (KILLED, a checkpoint).
+        stop = stack.enter_context(StopFlag(console))
+        self.handle = handle = stack.enter_context(_open(ready, tracker, self.compute)) if dist.is_main else None
+        ctx.run_id = broadcast_object(handle.run_id if handle else "", dist)
+        if dist.is_main and not plan.resume:
+            stack.enter_context(RunLock(checkpoint_path(s.checkpoint_dir, ctx.run_id).parent))
+        self._announce(ctx.run_id, handle.experiment if handle else "")
+        fitted = fit(
+            ready.method,
+            ctx,
+            tracker if dist.is_main else NullSink(),
+            hooks=get_manager(),
+            console=console,
+            resume=plan.resume.state if plan.resume else None,
+            owner=plan.owner,
+            stop=stop,
+            early_stop=early_stop,
+        )
+        if handle is not None:  # the run page's description: its headline, in words
+            tracker.set_tags({record.MLFLOW_NOTE: headline(plan, fitted.metrics, ctx.epoch)})
+        return RunResult(
+            ctx.run_id,
+            handle.experiment if handle else "",
+            fitted.status,
+            fitted.metrics,
+            tracker.uri,
+            str(checkpoint_path(s.checkpoint_dir, ctx.run_id)),
+            plan.resolved,
+            seconds=fitted.seconds,
+            steps=fitted.steps,
+            history=fitted.history,
+            stopped_early=fitted.stopped_early,
+            plan=plan,
+            link=tracker.store.link(handle.experiment_id) if handle else "",
+            run_link=tracker.store.link(handle.experiment_id, ctx.run_id) if handle else "",
+        )
+
+    def _announce(self, run_id: str, experiment: str) -> None:
+        from runner.devices import describe
+
+        plan = self.plan
+        where = describe(self.device) + (f" x {self.dist.world} processes" if self.dist.enabled else "")
+        head = f"[bold]{plan.request.method}[/] on {plan.task.label}  device {where}, {self.compute.describe()}"
+        self.console.print(f"{head}  run {run_id}  experiment {experiment}", highlight=False)
 
 
 def run_record(ready: Prepared, compute: Compute) -> record.RunRecord:

@@ -114,16 +114,18 @@ def trial_rows(tracker: Store, study: str) -> list[TrialRow]:
             defaults=tags[number].defaults,
             pruned=any(record.STOPPED_EARLY in r.data.tags for r in group),
         )
-        names = {
-            k.split("/")[1] for r in group for k in r.data.metrics if k.startswith("selected/") and k.endswith("/score")
-        }
+        picked = [record.selection(r) for r in group]
+        names = {k.split("/")[1] for sel in picked for k in sel if k.endswith("/score")}
         for name in names:
-            scores = [r.data.metrics.get(f"selected/{name}/score") for r in group]
-            accs = [r.data.metrics.get(f"selected/{name}/target_acc") for r in group]
-            if all(s is not None for s in scores) and all(a is not None for a in accs):
+            scores = [sel[f"selected/{name}/score"] for sel in picked if f"selected/{name}/score" in sel]
+            accs = [sel[f"selected/{name}/target_acc"] for sel in picked if f"selected/{name}/target_acc" in sel]
+            if len(scores) == len(accs) == len(group):
                 row.score[name] = statistics.fmean(scores)
                 row.acc[name] = statistics.fmean(accs)
-        last = [r.data.metrics.get(f"selected/{LAST}/target_acc", r.data.metrics.get("target_acc")) for r in group]
+        last = [
+            sel.get(f"selected/{LAST}/target_acc", r.data.metrics.get("target_acc"))
+            for sel, r in zip(picked, group, strict=True)
+        ]
         if all(a is not None for a in last):
             row.last_acc = statistics.fmean(last)
         rows.append(row)

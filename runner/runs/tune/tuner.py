@@ -123,13 +123,7 @@ def tune(
     name = study or search.default_name()
     opened, made = open_study(url, name, search, c.defaults)
     tracker = reader()
-    parent_id = str(opened.user_attrs.get(ATTR_PARENT, ""))
-    if parent_id and not _exists(tracker, parent_id):
-        parent_id = ""  # the study's parent lives in another MLflow store (another machine): a parent of our own
-    tags = record.TuneTags(name, space_text(c.dims), select)
-    rec = record.ParentRecord(req.method, task, c.seeds, {d.key: [d.text] for d in c.dims}, tune=tags)
-    params = rec.params({k: v for k, v in flat.items() if k not in {d.key for d in c.dims} and k != "seed"})
-    params.update({"trials": trials, "select": select, "study": name})
+    parent = _parent(c, opened, name, select, trials, tracker)
     n = resolve_workers(workers, flat.get("device", "auto"), trials)
     before = counts(opened)
     verb = "made" if made else "joined"
@@ -143,10 +137,6 @@ def tune(
     workers_ = [Child(TuneWork(job), f"tune worker {i + 1}") for i in range(n)]
     checks: list[reality.RealityCheck | None] = [None]
 
-    def opened_parent(run_id: str) -> None:
-        if not parent_id:
-            opened.set_user_attr(ATTR_PARENT, run_id)
-
     def summarize(out: FanOut) -> Summary | None:
         checks[0] = rc = _check(tracker, out.parent_run_id, name, select)
         if rc is None:
@@ -156,7 +146,6 @@ def tune(
         figures = {f"figures/{fname}": fig for fname, fig in views.figures(rc).items()}
         return Summary(views.metrics(rc), texts, figures, step=len(rc.finished))
 
-    parent = Parent(c.experiment, f"{c.name}-tune", rec, params, resume=parent_id, opened=opened_parent)
     if n > 1:
         console.print(f"{n} workers; one line per trial as it ends", highlight=False)
     try:
@@ -170,6 +159,25 @@ def tune(
             f"run the same command to resume it ({str(exc).rsplit('; ', 1)[-1]})"
         ) from None
     return TuneResult(out.parent_run_id, name, url, out.status, checks[0], out.finished)
+
+
+def _parent(c: Checked, opened: Any, name: str, select: str, trials: int, tracker: Any) -> Parent:
+    """The tune's parent run: the study's own (kept in its attributes) when this MLflow store has
+    it, so every `hw3 tune` joining the study reports to one parent; else a new one."""
+    req, task, flat = c.base, c.plan.task, c.plan.resolved.flat()
+    parent_id = str(opened.user_attrs.get(ATTR_PARENT, ""))
+    if parent_id and not _exists(tracker, parent_id):
+        parent_id = ""  # the study's parent lives in another MLflow store (another machine): a parent of our own
+    tags = record.TuneTags(name, space_text(c.dims), select)
+    rec = record.ParentRecord(req.method, task, c.seeds, {d.key: [d.text] for d in c.dims}, tune=tags)
+    params = rec.params({k: v for k, v in flat.items() if k not in {d.key for d in c.dims} and k != "seed"})
+    params.update({"trials": trials, "select": select, "study": name})
+
+    def opened_parent(run_id: str) -> None:
+        if not parent_id:
+            opened.set_user_attr(ATTR_PARENT, run_id)
+
+    return Parent(c.experiment, f"{c.name}-tune", rec, params, resume=parent_id, opened=opened_parent)
 
 
 def _exists(tracker: Any, run_id: str) -> bool:

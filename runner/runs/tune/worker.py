@@ -153,21 +153,7 @@ def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerL
     together = is_study_level(get_manager().validator(job.select, "--select"))
     scores, runs = [], []
     for i, seed in enumerate(job.seeds):
-        overrides = [(k, as_override(v)) for k, v in values.items()] + [("seed", seed)]
-        if job.threads:
-            overrides.append(("threads", job.threads))
-        if job.device:
-            overrides.append(("device", job.device))
-        req = dataclasses.replace(
-            job.base,
-            overrides=[*job.base.overrides, *overrides],
-            parent_run_id=job.parent_run_id,
-            experiment=job.experiment,
-            run_name=f"{job.run_name} trial {trial.number} seed {seed}",
-            trial=record.TrialTags(
-                job.study, trial.number, defaults, {k: str(as_override(v)) for k, v in values.items()}
-            ),
-        )
+        req = _trial_request(job, trial.number, defaults, values, seed)
         try:
             result = execute(
                 req, Console(file=io.StringIO()) if job.quiet else console, early_stop=_pruner(trial, i, job.select)
@@ -192,6 +178,24 @@ def _objective(trial: optuna.Trial, job: TuneJob, console: Console, log: WorkerL
     log.ran += 1
     _say(console, log, f"{label} done: {job.select} {value:.4g} ({escape(shown)})  runs {', '.join(runs)}")
     return value
+
+
+def _trial_request(job: TuneJob, number: int, defaults: bool, values: dict[str, Any], seed: int) -> RunRequest:
+    """One seed's run of trial `number`: the base request with the trial's values, recorded as a
+    trial of the study under the tune's parent run."""
+    overrides = [(k, as_override(v)) for k, v in values.items()] + [("seed", seed)]
+    if job.threads:
+        overrides.append(("threads", job.threads))
+    if job.device:
+        overrides.append(("device", job.device))
+    return dataclasses.replace(
+        job.base,
+        overrides=[*job.base.overrides, *overrides],
+        parent_run_id=job.parent_run_id,
+        experiment=job.experiment,
+        run_name=f"{job.run_name} trial {number} seed {seed}",
+        trial=record.TrialTags(job.study, number, defaults, {k: str(as_override(v)) for k, v in values.items()}),
+    )
 
 
 def _score_together(trial: optuna.Trial, select: str, runs: list[str]) -> float:

@@ -39,3 +39,11 @@ def choices_hint(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?); choose from: a, b, c`, for the end of an error message."""
     choices = sorted(choices)
     return f"{did_you_mean(word, choices)}; choose from: {', '.join(choices) or '(none)'}"
+
+
+class MadeElsewhere(Hw3Error):
+    """A suite's run that another process (another `hw3 reproduce`) started first; this one stood down."""
+
+    def __init__(self, run_id: str, where: str) -> None:
+        super().__init__(f"run {run_id} makes it ({where or 'another process'})")
+        self.run_id, self.where = run_id, where

@@ -231,6 +231,17 @@ class Store:
             order_by=["attributes.start_time DESC"],
         )
 
+    def holder(self, item: record.SuiteItem) -> Any | None:
+        """The run that makes a suite's item: the first started of its runs still training or
+        finished (ties go to the smaller run ID), so that two processes making the same item
+        agree on which of their runs goes on. None when it has none."""
+        where = (
+            f"tags.`{record.SUITE}` = '{item.suite}' and tags.`{record.SUITE_ITEM}` = '{item.item}' "
+            f"and tags.`{record.SUITE_SETTINGS}` = '{item.settings}'"
+        )
+        live = [r for r in self.search(where) if r.info.status in ("RUNNING", "FINISHED")]
+        return min(live, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+
     def experiment_ids(self, prefix: str = "") -> list[str]:
         """The experiments whose names start with `prefix`."""
         try:

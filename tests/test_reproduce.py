@@ -207,3 +207,70 @@ def test_the_settings_digest_is_the_same_from_python_and_from_the_command_line()
         None, [("lr", "0.001"), ("epochs", "2")], None
     )
     assert settings_hash(None, [("epochs", 2)], None) != settings_hash(None, [("epochs", 3)], None)
+
+
+SHARED_SUITE = """
+[suites.shared]
+runs = [
+    { method = "baseline", pair = "mnist:mnistm" },
+    { method = "baseline", pair = "mnist:mnistm", set = { train_on = "target" } },
+]
+"""
+TINY_RUN = [("epochs", 1), ("train_subset", 128), ("test_subset", 100), ("tsne_points", 0)]
+
+
+def test_processes_sharing_a_store_share_a_suite_and_a_late_duplicate_stands_down(
+    client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `hw3 reproduce` on two machines, one MLflow store: a run the other is making is not
+    started again, and of two runs of one item started at once the later stands down."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from runner import record
+    from runner.commands.reproduce import settings_hash
+    from runner.errors import MadeElsewhere
+    from runner.runs.execute import execute
+    from runner.runs.plan import RunRequest
+
+    (tmp_path / "registry.toml").write_text(SHARED_SUITE)
+    monkeypatch.setenv("HW3_REGISTRY", str(tmp_path / "registry.toml"))
+    digest = settings_hash(None, TINY_RUN, None)
+    source_only = "baseline mnist:mnistm"
+    elsewhere = client.create_experiment("another machine's")
+
+    def other_run(key: str, start_time: int) -> str:
+        tags = {SUITE_TAG: "shared", ITEM_TAG: key, record.SUITE_SETTINGS: digest, record.PROCESS: "7@elsewhere:1"}
+        return client.create_run(elsewhere, start_time=start_time, tags=tags).info.run_id
+
+    # Another process is making the source-only run: this one makes only the target-only run.
+    theirs = other_run(source_only, int(time.time() * 1000) - 60_000)
+    out = io.StringIO()
+    page, outcomes = reproduce("shared", None, TINY_RUN, console=Console(file=out, width=200))
+    by_key = {o.item.key: o for o in outcomes}
+    assert by_key[source_only].status == "elsewhere" and by_key[source_only].run_id == theirs
+    assert by_key[source_only].note == "7@elsewhere:1"
+    assert by_key["baseline mnist:mnistm train_on=target"].status == "FINISHED"
+    assert f"run {theirs} is being made by 7@elsewhere:1, not started again" in out.getvalue()
+    assert "still being made elsewhere" in out.getvalue() and "| elsewhere |" in page.with_suffix(".md").read_text()
+
+    # Both started it at once (each planned before the other's run existed): the later run stands
+    # down as soon as it exists, and is deleted; the earlier one goes on.
+    item = record.SuiteItem("shared", source_only, digest)
+    req = RunRequest("baseline", pair="mnist:mnistm", overrides=list(TINY_RUN), suite=item)
+    with pytest.raises(MadeElsewhere, match=f"run {theirs} makes it"):
+        execute(req, Console(file=io.StringIO()))
+    live = [r for r in suite_runs_of(client, "shared") if r.data.tags[ITEM_TAG] == source_only]
+    assert [r.info.run_id for r in live] == [theirs]
+    # The other started later: this one goes on, and the other would stand down when it looks.
+    client.delete_run(theirs)
+    later = other_run(source_only, int(time.time() * 1000) + 60_000)
+    mine = execute(req, Console(file=io.StringIO()))
+    assert mine.status == "FINISHED" and client.get_run(later).info.status == "RUNNING"
+
+
+def suite_runs_of(client: Any, suite: str) -> list[Any]:
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, filter_string=f"tags.`{SUITE_TAG}` = '{suite}'")

@@ -2,7 +2,9 @@
 
 Each run is tagged with its suite, its item and a hash of the settings given on the command
 line, so running the command again reuses finished runs, resumes interrupted ones from their
-checkpoints and starts only what is missing.
+checkpoints and starts only what is missing. Several `hw3 reproduce` processes sharing one
+MLflow store (on several machines) share the work: a run another process is making is not
+started again, and when two start the same run at once the later one stands down.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from rich.console import Console
 
 from runner import record
 from runner.config import load_registry
-from runner.errors import ConfigError, Hw3Error, choices_hint
+from runner.errors import ConfigError, Hw3Error, MadeElsewhere, choices_hint
 from runner.runs.parent import Child, fan_out
 from runner.runs.plan import Plan, RunRequest, make_plan
 from runner.runs.plugins import get_manager
-from runner.runs.pool import RunWork
+from runner.runs.pool import Placement, RunWork
 
 if TYPE_CHECKING:
     from runner.runs.slurm import SlurmExecutor
@@ -49,8 +51,29 @@ class Item:
 class Outcome:
     item: Item
     run_id: str | None
-    status: str  # FINISHED, reused, FAILED
+    status: str  # FINISHED, reused, FAILED, queued (in Slurm), elsewhere (another process makes it)
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """What a suite's run comes back as when another process makes it."""
+
+    run_id: str
+    where: str  # that process, PID@HOST:START
+
+
+@dataclass
+class SuiteRun(RunWork):
+    """One run of a suite, which stands down when another process makes the same item
+    (`runner.errors.MadeElsewhere`)."""
+
+    def __call__(self, place: Placement) -> Any:
+        try:
+            return super().__call__(place)
+        except MadeElsewhere as exc:
+            place.console.print(f"{exc.run_id}: made by {exc.where or 'another process'}; not run here")
+            return Elsewhere(exc.run_id, exc.where)
 
 
 def load_suite(name: str) -> tuple[str, list[Item]]:
@@ -173,6 +196,11 @@ def reproduce(
         if item.key in busy:
             console.print(f"{item.key}: in Slurm task {busy[item.key]}, not submitted again", highlight=False)
             queued[i] = Outcome(item, run.info.run_id if run is not None else None, "queued", busy[item.key])
+        elif run is not None and run.info.status == "RUNNING":  # its process lives (reap_orphans ran first)
+            made_by = run.data.tags.get(record.PROCESS, "another process")
+            console.print(f"{item.key}: run {run.info.run_id} is being made by {made_by}, not started again",
+                          highlight=False)  # fmt: skip
+            queued[i] = Outcome(item, run.info.run_id, "elsewhere", made_by)
         elif run is not None and run.info.status == "KILLED":
             todo[i] = RunRequest(item.method, resume=run.info.run_id, data_root=data_root, overrides=where)
         elif run is None or run.info.status != "FINISHED":
@@ -182,8 +210,10 @@ def reproduce(
     if executor is not None:
         executor.labels = [_task_label(suite, digest, items[i].key) for i in todo]
     outcomes = _make(items, plans, todo, earlier, n_workers, console, executor, queued)
-    if queued:
-        console.print(f"{len(queued)} run(s) still in Slurm: run the same command again once they end", highlight=False)
+    waiting = sum(o.status in ("queued", "elsewhere") for o in outcomes)
+    if waiting:
+        console.print(f"{waiting} run(s) still being made elsewhere (in Slurm or by another process): run the same "
+                      "command again once they end", highlight=False)  # fmt: skip
     path = write_report(suite, description, outcomes, out or Path("reports") / suite, digest)
     return path, outcomes
 
@@ -214,7 +244,8 @@ def _make(
         elif isinstance(req, RunRequest) and req.resume:
             console.print(f"{head}: to resume run {req.resume} from its checkpoint", highlight=False)
     order = list(todo)  # the children's indices in the suite
-    children = [Child(RunWork(req.request if isinstance(req, Plan) else req), items[i].key) for i, req in todo.items()]
+    children = [Child(SuiteRun(req.request if isinstance(req, Plan) else req), items[i].key)
+                for i, req in todo.items()]  # fmt: skip
     primaries = {plans[i].method_cls.primary_metric for i in order}
     primary = primaries.pop() if len(primaries) == 1 else ""
     device = plans[order[0]].resolved.settings.device if order else "auto"
@@ -223,7 +254,9 @@ def _make(
         console=console, workers=workers, device=device, executor=executor,
     )  # fmt: skip
     for k, run in zip(order, done.runs, strict=True):
-        if run.result is not None:
+        if isinstance(run.result, Elsewhere):
+            found[k] = Outcome(items[k], run.result.run_id, "elsewhere", run.result.where)
+        elif run.result is not None:
             found[k] = Outcome(items[k], run.result.run_id, run.result.status)
         else:
             found[k] = Outcome(items[k], None, "FAILED", run.error or "")

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from runner import record
 from runner.config import ResolvedConfig
-from runner.errors import RunInterrupted
+from runner.errors import MadeElsewhere, RunInterrupted
 from runner.runs.plan import Plan, RunRequest, make_plan
 from runner.runs.plugins import get_manager
 
@@ -80,6 +80,10 @@ def execute(
         with contextlib.ExitStack() as stack:
             trained = _Training(plan, tracker, console, dist, device, compute)
             result = trained.run(stack, early_stop)
+    except MadeElsewhere:  # another process's run of this suite item goes on: this one was never a result
+        if trained is not None and trained.handle is not None:
+            tracker.store.client.delete_run(trained.handle.run_id)
+        raise
     except KeyboardInterrupt:  # a second Ctrl-C before training began: no checkpoint yet
         run_id = trained.handle.run_id if trained and trained.handle else ""
         stopped = RunInterrupted(
@@ -143,6 +147,8 @@ class _Training:
         stop = stack.enter_context(StopFlag(console))
         self.handle = handle = stack.enter_context(_open(ready, tracker, self.compute)) if dist.is_main else None
         ctx.run_id = broadcast_object(handle.run_id if handle else "", dist)
+        if handle is not None and plan.request.suite is not None and not plan.resume and not dist.enabled:
+            self._stand_down_if_made_elsewhere(handle.run_id, plan.request.suite)
         if dist.is_main and not plan.resume:
             stack.enter_context(RunLock(checkpoint_path(s.checkpoint_dir, ctx.run_id).parent))
         self._announce(ctx.run_id, handle.experiment if handle else "")
@@ -175,6 +181,13 @@ class _Training:
             link=tracker.store.link(handle.experiment_id) if handle else "",
             run_link=tracker.store.link(handle.experiment_id, ctx.run_id) if handle else "",
         )
+
+    def _stand_down_if_made_elsewhere(self, run_id: str, item: record.SuiteItem) -> None:
+        """Two `hw3 reproduce` processes sharing a store may start the same missing run; each
+        looks once its own run exists, and the later one stands down (`execute` deletes its run)."""
+        first = self.tracker.store.holder(item)
+        if first is not None and first.info.run_id != run_id:
+            raise MadeElsewhere(first.info.run_id, first.data.tags.get(record.PROCESS, ""))
 
     def _announce(self, run_id: str, experiment: str) -> None:
         from runner.devices import describe

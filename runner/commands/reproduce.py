@@ -193,6 +193,8 @@ def reproduce(
     queued: dict[int, Outcome] = {}
     for i, (item, planned) in enumerate(zip(items, plans, strict=True)):
         run = earlier.get(item.key)
+        if run is not None and run.info.status == "FINISHED":
+            continue  # reused, even while its Slurm task is still ending (squeue lists it until it exits)
         if item.key in busy:
             console.print(f"{item.key}: in Slurm task {busy[item.key]}, not submitted again", highlight=False)
             queued[i] = Outcome(item, run.info.run_id if run is not None else None, "queued", busy[item.key])
@@ -203,7 +205,7 @@ def reproduce(
             queued[i] = Outcome(item, run.info.run_id, "elsewhere", made_by)
         elif run is not None and run.info.status == "KILLED":
             todo[i] = RunRequest(item.method, resume=run.info.run_id, data_root=data_root, overrides=where)
-        elif run is None or run.info.status != "FINISHED":
+        else:
             todo[i] = planned
     pending = [plans[i] for i in todo]
     n_workers = resolve_workers(workers, pending[0].resolved.settings.device, len(pending)) if pending else 1

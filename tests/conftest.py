@@ -40,3 +40,15 @@ def client():
 
 # Small but real: 512 training images per domain, the whole 1,000-image test splits.
 SMALL = [("train_subset", "512"), ("epochs", "2"), ("log_every", "4")]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL server (tests/test_tune_postgres.py, tests/test_slurm.py): the one
+    HW3_TEST_POSTGRES names, else one `.ci/postgres` starts; skipped with the reason otherwise."""
+    from helpers import ci_service
+
+    if url := os.environ.get("HW3_TEST_POSTGRES"):
+        return url
+    why = "no PostgreSQL: set HW3_TEST_POSTGRES=postgresql://... or run as root where .ci/postgres can start one"
+    return ci_service("HW3_TEST_POSTGRES", "postgres", why)

@@ -163,14 +163,6 @@ def test_no_wait_submits_and_returns_and_a_later_run_collects_without_submitting
     assert "| FINISHED |" not in (tmp_path / "reports" / "pair" / "report.md").read_text().replace("reused", "")
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> str:
-    if url := os.environ.get("HW3_TEST_POSTGRES"):
-        return url
-    why = "no PostgreSQL: set HW3_TEST_POSTGRES=postgresql://... or run as root where .ci/postgres can start one"
-    return ci_service("HW3_TEST_POSTGRES", "postgres", why)
-
-
 def test_tune_workers_as_slurm_tasks_share_one_postgres_study_with_no_trial_twice(
     slurm: str, postgres_url: str, tmp_path: Path
 ) -> None:

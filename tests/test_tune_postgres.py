@@ -16,20 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-from helpers import ci_service
-
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 12
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> str:
-    url = os.environ.get("HW3_TEST_POSTGRES")
-    if url:
-        return url
-    why = "no PostgreSQL: set HW3_TEST_POSTGRES=postgresql://... or run as root where .ci/postgres can start one"
-    return ci_service("HW3_TEST_POSTGRES", "postgres", why)
 
 
 def wait_for(what: str, check, timeout: float, procs: list[subprocess.Popen]) -> None:
